@@ -1,0 +1,47 @@
+"""Each method's data selection, initialisation and budget, and the registry itself."""
+import pytest
+
+from ticlip_core.methods import REGISTRY, available_methods, get_method, register
+from ticlip_core.methods.base import Method
+
+STEPS = ["2014-2016", "2017", "2018", "2019"]
+
+
+def test_registry_has_the_foundation_methods():
+    assert {"oracle", "restart", "sequential", "cumulative_all"} <= set(available_methods())
+
+
+def test_unknown_method_names_the_known_ones():
+    with pytest.raises(KeyError, match="unknown method 'nope'.*oracle"):
+        get_method("nope")
+
+
+@pytest.mark.parametrize("name, t, data, budget, warm", [
+    ("oracle", 0, ["2014-2016"], 100, False),
+    ("oracle", 2, ["2014-2016", "2017", "2018"], 300, False),
+    ("restart", 2, ["2014-2016", "2017", "2018"], 100, False),
+    ("sequential", 2, ["2018"], 100, True),
+    ("cumulative_all", 3, STEPS, 100, True),
+])
+def test_data_plan_budget_and_init(name, t, data, budget, warm):
+    m = get_method(name)
+    plan = m.data_plan(t, STEPS)
+    assert list(plan) == data
+    assert all(v is None for v in plan.values())  # all of each step's data
+    assert m.budget(t, 100) == budget
+    assert m.warm_start is warm
+
+
+def test_a_new_method_is_one_class():
+    @register
+    class HalfBudget(Method):
+        """Test-only method."""
+        name = "half_budget_test"
+        def budget(self, t, base_budget):
+            return base_budget // 2
+    try:
+        assert get_method("half_budget_test").budget(0, 10) == 5
+        with pytest.raises(ValueError, match="registered twice"):
+            register(type("Other", (Method,), {"name": "half_budget_test"}))
+    finally:
+        REGISTRY.pop("half_budget_test")

@@ -1,0 +1,1 @@
+"""ticlip core library."""

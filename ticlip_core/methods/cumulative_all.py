@@ -1,0 +1,13 @@
+from . import register
+from .base import Method
+
+
+@register
+class CumulativeAll(Method):
+    """Cumulative-All: warm start from step t-1, all data up to t mixed uniformly, budget C (TiC-CLIP Sec. 4)."""
+
+    name = "cumulative_all"
+    warm_start = True
+
+    def data_plan(self, t, steps):
+        return {s: None for s in steps[: t + 1]}

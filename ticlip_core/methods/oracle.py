@@ -1,0 +1,15 @@
+from . import register
+from .base import Method
+
+
+@register
+class Oracle(Method):
+    """Oracle: random init, all data up to step t, budget t x C (TiC-CLIP Sec. 4)."""
+
+    name = "oracle"
+
+    def data_plan(self, t, steps):
+        return {s: None for s in steps[: t + 1]}
+
+    def budget(self, t, base_budget):
+        return (t + 1) * base_budget

@@ -1,0 +1,12 @@
+from . import register
+from .base import Method
+
+
+@register
+class Restart(Method):
+    """Restart: random init, all data up to step t, budget C (TiC-CLIP Sec. 4)."""
+
+    name = "restart"
+
+    def data_plan(self, t, steps):
+        return {s: None for s in steps[: t + 1]}

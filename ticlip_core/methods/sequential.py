@@ -1,0 +1,10 @@
+from . import register
+from .base import Method
+
+
+@register
+class Sequential(Method):
+    """Sequential: warm start from step t-1, data of step t only, budget C (TiC-CLIP Sec. 4)."""
+
+    name = "sequential"
+    warm_start = True

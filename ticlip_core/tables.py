@@ -1,0 +1,291 @@
+"""TiC-CLIP Table 2 (and a per-step table) from evaluation and compute rows.
+
+The DataFrames keep raw numbers (scores as fractions in [0, 1], compute in GMACs); only the
+markdown and LaTeX writers render scores as percentages with one decimal. Metric
+definitions are those of :mod:`ticlip_core.metrics` (TiC-CLIP Sec. "Evaluation metrics",
+DESIGN.md section 4).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from ticlip_core.metrics import (
+    normalize_steps,
+    per_step_average,
+    per_step_in_domain,
+    evaluation_matrix,
+    select_rows,
+    summarize_method,
+    task_primary_metric,
+    static_tasks_in,
+)
+
+RETRIEVAL_TASK = "retrieval"
+CLASSIFICATION_TASK = "classification"
+DYNAMIC_TASKS = {RETRIEVAL_TASK: "Retrieval", CLASSIFICATION_TASK: "Classification"}
+COMPUTE_COLUMNS = ("method", "train_step", "samples_seen", "macs")
+
+TABLE_COLUMNS = [
+    "Method",
+    "Compute (GMACs)",
+    "Samples seen",
+    "Static avg",
+    "Retrieval backward",
+    "Retrieval ID",
+    "Retrieval forward",
+    "Classification backward",
+    "Classification ID",
+    "Classification forward",
+]
+SCORE_COLUMNS = TABLE_COLUMNS[3:]
+
+# Second header level of the LaTeX table, grouped as in TiC-CLIP's Table 2.
+_TEX_HEADER = {
+    "Method": ("", "Method"),
+    "Compute (GMACs)": ("", "Compute (GMACs)"),
+    "Samples seen": ("", "Samples seen"),
+    "Static avg": ("Static", "Avg"),
+    "Retrieval backward": ("Dynamic retrieval", "Backward"),
+    "Retrieval ID": ("Dynamic retrieval", "ID"),
+    "Retrieval forward": ("Dynamic retrieval", "Forward"),
+    "Classification backward": ("Dynamic classification", "Backward"),
+    "Classification ID": ("Dynamic classification", "ID"),
+    "Classification forward": ("Dynamic classification", "Forward"),
+}
+
+METRIC_TEXT = {
+    "mean_R@1": "mean of image-to-text and text-to-image Recall@1",
+    "top1": "top-1 accuracy",
+}
+
+
+# --------------------------------------------------------------------------- compute
+
+
+def compute_totals(
+    compute: pd.DataFrame, steps: Sequence, methods: Sequence[str], *, study: str | None = None
+) -> pd.DataFrame:
+    """Total GMACs and samples seen per method, summed over all configured steps.
+
+    Requires exactly one compute row per (method, step): a missing step would understate
+    the total and a duplicate would double it, so both raise. Index = method. If the
+    compute rows carry a ``study`` column and ``study`` is given, other studies are dropped.
+    """
+    steps = normalize_steps(steps)
+    missing_cols = [c for c in COMPUTE_COLUMNS if c not in compute.columns]
+    if missing_cols:
+        raise ValueError(f"compute rows lack columns {missing_cols}; have {list(compute.columns)}")
+    if study is not None and "study" in compute.columns:
+        compute = compute[compute["study"].astype(str) == str(study)]
+    c = compute.loc[:, list(COMPUTE_COLUMNS)].copy()
+    c["method"], c["train_step"] = c["method"].astype(str), c["train_step"].astype(str)
+    c = c[c["method"].isin([str(m) for m in methods])]
+    dup = c.duplicated(["method", "train_step"], keep=False)
+    if dup.any():
+        pairs = c.loc[dup, ["method", "train_step"]].values.tolist()
+        raise ValueError(f"duplicated compute rows (method, train_step): {pairs}")
+    unknown = sorted(set(c["train_step"]) - set(steps))
+    if unknown:
+        raise ValueError(f"compute rows mention steps not in the configured steps {steps}: "
+                         f"{unknown}")
+    have = set(zip(c["method"], c["train_step"]))
+    missing = [(str(m), s) for m in methods for s in steps if (str(m), s) not in have]
+    if missing:
+        raise ValueError(f"missing compute rows (method, train_step): {missing}")
+    for col in ("samples_seen", "macs"):
+        c[col] = pd.to_numeric(c[col], errors="raise")
+    totals = c.groupby("method").agg(samples_seen=("samples_seen", "sum"), macs=("macs", "sum"))
+    totals["gmacs"] = totals["macs"] / 1e9
+    return totals.reindex([str(m) for m in methods])
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _task_metric_or_none(rows: pd.DataFrame, task: str) -> str | None:
+    """Primary metric of a dynamic task, or None when no row evaluates it at all."""
+    return task_primary_metric(rows, task) if (rows["task"] == task).any() else None
+
+
+def tic_table(
+    rows: pd.DataFrame,
+    compute: pd.DataFrame,
+    steps: Sequence,
+    methods: Sequence[str],
+    *,
+    study: str | None = None,
+) -> pd.DataFrame:
+    """TiC-CLIP Table 2: one row per method (in ``methods`` order), columns TABLE_COLUMNS.
+
+    Scores are raw fractions (primary metric: ``mean_R@1`` for retrieval, ``top1`` for
+    classification); ``Static avg`` is the mean over all static tasks in ``rows`` of the
+    final step's model. A dynamic task no row evaluates (e.g. a benchmark without a
+    classification task) gives NaN columns; a task some methods lack raises. ``df.attrs``
+    records the metrics, static tasks and steps used (the writers print them in captions).
+    """
+    steps = normalize_steps(steps)
+    sel = select_rows(rows, study)
+    metrics = {t: _task_metric_or_none(sel, t) for t in DYNAMIC_TASKS}
+    present = [t for t, m in metrics.items() if m is not None]
+    static_tasks = static_tasks_in(sel)
+    study_name = str(sel["study"].iloc[0])
+    totals = compute_totals(compute, steps, methods, study=study_name)
+    records = []
+    static_metrics: dict[str, str] = {}
+    for m in methods:
+        s = summarize_method(sel, m, steps, dynamic_tasks=present, static_tasks=static_tasks)
+        static_metrics = s.static_metrics
+        rec = {
+            "Method": str(m),
+            "Compute (GMACs)": float(totals.loc[str(m), "gmacs"]),
+            "Samples seen": totals.loc[str(m), "samples_seen"],
+            "Static avg": s.static_avg,
+        }
+        for task, label in DYNAMIC_TASKS.items():
+            ts = s.dynamic.get(task)
+            rec[f"{label} backward"] = ts.backward if ts else math.nan
+            rec[f"{label} ID"] = ts.in_domain if ts else math.nan
+            rec[f"{label} forward"] = ts.forward if ts else math.nan
+        records.append(rec)
+    df = pd.DataFrame.from_records(records, columns=TABLE_COLUMNS)
+    df.attrs.update(
+        study=study_name,
+        steps=list(steps),
+        retrieval_metric=metrics[RETRIEVAL_TASK],
+        classification_metric=metrics[CLASSIFICATION_TASK],
+        static_metrics=dict(static_metrics),
+    )
+    return df
+
+
+def per_step_table(
+    rows: pd.DataFrame, steps: Sequence, methods: Sequence[str], *, study: str | None = None
+) -> pd.DataFrame:
+    """Long per-step table: one row per (method, train step), in the given orders.
+
+    Columns: ``method, step_index, train_step, retrieval_id`` (E[i][i]),
+    ``retrieval_all_steps`` (mean_j E[i][j]), the same two for classification, and
+    ``static_avg`` (mean over static tasks of that step's model). Raw fractions; a task
+    no row evaluates gives NaN.
+    """
+    steps = normalize_steps(steps)
+    sel = select_rows(rows, study)
+    frames = []
+    for m in methods:
+        s = summarize_method(sel, m, steps, dynamic_tasks=[])
+        out = pd.DataFrame({"method": str(m), "step_index": range(len(steps)), "train_step": steps})
+        for task in DYNAMIC_TASKS:
+            metric = _task_metric_or_none(sel, task)
+            if metric is None:
+                out[f"{task}_id"] = out[f"{task}_all_steps"] = math.nan
+                continue
+            E = evaluation_matrix(sel, m, task, metric, steps)
+            out[f"{task}_id"] = per_step_in_domain(E).to_numpy()
+            out[f"{task}_all_steps"] = per_step_average(E).to_numpy()
+        out["static_avg"] = s.static_avg_by_step.to_numpy()
+        frames.append(out)
+    return pd.concat(frames, ignore_index=True)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _pct(x: float, nan: str) -> str:
+    """A fraction as a percentage with one decimal; ``nan`` for a missing value."""
+    return nan if pd.isna(x) else f"{100 * float(x):.1f}"
+
+
+def _gmacs(x: float) -> str:
+    """Compute in GMACs with three significant digits."""
+    return "" if pd.isna(x) else f"{float(x):.3g}"
+
+
+def _samples(x) -> str:
+    """An integer count with thousands separators."""
+    return "" if pd.isna(x) else f"{int(round(float(x))):,}"
+
+
+def render_table(df: pd.DataFrame, nan: str = "–") -> pd.DataFrame:
+    """The table as strings: scores in % with one decimal, GMACs to 3 significant digits."""
+    out = pd.DataFrame({"Method": df["Method"].astype(str)})
+    out["Compute (GMACs)"] = df["Compute (GMACs)"].map(_gmacs)
+    out["Samples seen"] = df["Samples seen"].map(_samples)
+    for col in SCORE_COLUMNS:
+        out[col] = df[col].map(lambda x: _pct(x, nan))
+    return out
+
+
+def table_caption(df: pd.DataFrame) -> str:
+    """One-line caption naming the metrics behind each column (from ``df.attrs``)."""
+    a = df.attrs
+    r = a.get("retrieval_metric") or "mean_R@1"
+    c = a.get("classification_metric") or "top1"
+    steps = a.get("steps")
+    final = f" (trained through {steps[-1]})" if steps else ""
+    static = a.get("static_metrics")
+    static_txt = (
+        ", ".join(f"`{t}` [`{m}`]" for t, m in static.items()) if static else "the static tasks"
+    )
+    head = f"TiC Table 2, study {a['study']}" if a.get("study") else "TiC Table 2"
+    return (
+        f"{head}. Scores in %. Retrieval = {METRIC_TEXT.get(r, r)} (`{r}`); "
+        f"classification = {METRIC_TEXT.get(c, c)} (`{c}`); "
+        f"static avg = mean over {static_txt} of the final model{final}. "
+        "ID = mean_i E[i][i]; backward / forward = mean of E[i][j] over all j < i / j > i "
+        "(TiC-CLIP, DESIGN.md section 4). Compute and samples seen are totals over all steps."
+    )
+
+
+def _to_markdown(df: pd.DataFrame) -> str:
+    """GitHub markdown: caption line, blank line, table."""
+    body = render_table(df).to_markdown(
+        index=False,
+        tablefmt="pipe",  # GitHub markdown, with alignment markers
+        disable_numparse=True,  # keep "55.0" and "1.2e+03" exactly as rendered
+        colalign=["left"] + ["right"] * (len(TABLE_COLUMNS) - 1),
+    )
+    return f"{table_caption(df)}\n\n{body}\n"
+
+
+def _to_latex(df: pd.DataFrame) -> str:
+    """A booktabs ``tabular`` with TiC's two-level header, the caption as a comment."""
+    shown = render_table(df, nan="--")
+    shown.columns = pd.MultiIndex.from_tuples([_TEX_HEADER[c] for c in shown.columns])
+    tex = shown.to_latex(
+        index=False,
+        escape=True,
+        multicolumn=True,
+        multicolumn_format="c",
+        column_format="l" + "r" * (len(TABLE_COLUMNS) - 1),
+    )
+    lines = tex.splitlines()
+    top = lines.index(r"\toprule")
+    lines.insert(top + 2, _cmidrules(list(shown.columns)))
+    return f"% {table_caption(df)}\n" + "\n".join(lines) + "\n"
+
+
+def _cmidrules(columns: list[tuple[str, str]]) -> str:
+    r"""``\cmidrule`` under each named header group (1-based column spans)."""
+    rules, start = [], 0
+    for k in range(1, len(columns) + 1):
+        if k == len(columns) or columns[k][0] != columns[start][0]:
+            if columns[start][0]:
+                rules.append(rf"\cmidrule(lr){{{start + 1}-{k}}}")
+            start = k
+    return " ".join(rules)
+
+
+def write_table(df: pd.DataFrame, stem: Path) -> list[Path]:
+    """Write ``stem.csv`` (raw numbers), ``stem.md`` and ``stem.tex`` (rendered); return paths."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_name(stem.name + ext) for ext in (".csv", ".md", ".tex")]
+    df.to_csv(paths[0], index=False, lineterminator="\n")
+    paths[1].write_text(_to_markdown(df), encoding="utf-8")
+    paths[2].write_text(_to_latex(df), encoding="utf-8")
+    return paths

@@ -1,0 +1,18 @@
+"""Entry point: evaluation rows -> evaluation-matrix heatmaps and per-step curves."""
+import pandas as pd
+
+from ticlip_core.figures import plot_eval_matrix, plot_step_curves
+from ticlip_core.metrics import evaluation_matrix, task_primary_metric
+from ticlip_core.workflow_io import logged
+
+with logged(snakemake.log[0]):
+    steps, methods, tasks = snakemake.params.steps, snakemake.params.methods, snakemake.params.tasks
+    rows = pd.read_csv(snakemake.input.rows, dtype={"train_step": str, "eval_step": str})
+    matrices = iter(snakemake.output.matrices)
+    for method in methods:
+        for task in tasks:
+            metric = task_primary_metric(rows, task)
+            E = evaluation_matrix(rows, method, task, metric, steps)
+            plot_eval_matrix(E, f"{method}: {task} ({metric})", next(matrices))
+    for task, path in zip(tasks, snakemake.output.curves):
+        plot_step_curves(rows, steps, methods, task, task_primary_metric(rows, task), path)
