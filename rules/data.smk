@@ -7,6 +7,8 @@ rule synthesize_world:
     params:
         cfg=config["data"]["synthetic"],
         seed=config["seed"],
+    conda:
+        "../envs/ticlip.yaml"
     log:
         f"{LOGS}/data/synthesize_world.log",
     benchmark:
@@ -23,6 +25,8 @@ rule synthesize_static:
         cfg=config["data"]["synthetic"],
         seed=config["seed"],
         static=True,
+    conda:
+        "../envs/ticlip.yaml"
     log:
         f"{LOGS}/data/synthesize_static.log",
     benchmark:
@@ -44,6 +48,8 @@ rule bucket:
         steps=STEPS,
         split=config["data"]["split"],
         samples_per_shard=config["data"]["samples_per_shard"],
+    conda:
+        "../envs/ticlip.yaml"
     log:
         f"{LOGS}/data/bucket.log",
     benchmark:

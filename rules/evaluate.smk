@@ -8,6 +8,8 @@ rule evaluate:
         static_dir=f"{DATA}/static",
     output:
         f"{TIC}/evals/{{method}}/{{step}}.csv",
+    conda:
+        "../envs/ticlip.yaml"
     log:
         f"{LOGS}/tic/evaluate/{{method}}/{{step}}.log",
     benchmark:

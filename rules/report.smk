@@ -14,6 +14,8 @@ rule tic_table:
     params:
         steps=STEPS,
         methods=METHODS,
+    conda:
+        "../envs/ticlip.yaml"
     log:
         f"{LOGS}/tic/table.log",
     benchmark:
@@ -42,6 +44,8 @@ rule tic_figures:
         steps=STEPS,
         methods=METHODS,
         tasks=DYNAMIC_TASKS,
+    conda:
+        "../envs/ticlip.yaml"
     log:
         f"{LOGS}/tic/figures.log",
     benchmark:

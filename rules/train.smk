@@ -8,6 +8,8 @@ rule train_step:
         model=f"{TIC}/models/{{method}}/{{step}}/model.pt",
         log=f"{TIC}/models/{{method}}/{{step}}/train_log.csv",
         compute=f"{TIC}/models/{{method}}/{{step}}/compute.json",
+    conda:
+        "../envs/ticlip.yaml"
     log:
         f"{LOGS}/tic/train/{{method}}/{{step}}.log",
     benchmark:

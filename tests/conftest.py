@@ -1,0 +1,32 @@
+"""Shared fixtures: a tiny synthetic world, bucketed, and a validated micro config."""
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def micro_config(**train) -> dict:
+    """The micro config (configs/micro.yaml) validated, defaults filled, ``train`` overrides applied."""
+    cfg = yaml.safe_load((ROOT / "configs/micro.yaml").read_text())
+    validate(cfg, str(ROOT / "ticlip_core/schemas/config.schema.yaml"))
+    cfg["train"].update(train)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """Shards of a 3-year world and their per-step splits (the micro config's steps)."""
+    from ticlip_core.data.bucketing import assign_steps, parse_steps, write_step_shards
+    from ticlip_core.data.shards import read_shard_metadata
+    from ticlip_core.data.synthetic import synthesize_world
+
+    root = tmp_path_factory.mktemp("world")
+    cfg = micro_config()
+    synthesize_world(root / "shards", seed=0, years=(2014, 2016), samples_per_year=120, samples_per_shard=60)
+    steps = parse_steps(cfg["tic"]["steps"])
+    assigned = assign_steps(read_shard_metadata(root / "shards"), steps, 0.05, 0.1)
+    write_step_shards(assigned, root / "shards", root / "steps", 50)
+    return root

@@ -1,0 +1,99 @@
+"""End to end: the Snakemake workflow on the micro config, interrupted, resumed, then idle."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ["oracle", "restart", "sequential", "cumulative_all"]
+STEPS = ["2014", "2015", "2016"]
+
+
+def snakemake(workdir, *extra):
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+            "--configfile", str(ROOT / "configs/micro.yaml"), "--cores", "2", *extra]
+
+
+def finished_checkpoints(log: str, work: Path) -> list[Path]:
+    """Checkpoints whose job Snakemake reported finished (a file on disk may still be incomplete)."""
+    output_of, current = {}, None
+    for line in log.splitlines():
+        if m := re.search(r"output: (\S+/model\.pt)", line):
+            current = m.group(1).rstrip(",")
+        elif (m := re.match(r"\s+jobid: (\d+)", line)) and current:
+            output_of[m.group(1)], current = current, None
+    finished = re.findall(r"Finished jobid: (\d+)", log)
+    return [work / output_of[j] for j in finished if j in output_of]
+
+
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory):
+    """Start the micro study, interrupt it once two checkpoints exist, then resume it."""
+    work = tmp_path_factory.mktemp("micro")
+    models = work / "results/tic/models"
+    first = subprocess.Popen(snakemake(work), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(models.glob("*/*/model.pt"))) < 2 and first.poll() is None:
+        time.sleep(0.5)
+    time.sleep(3)  # let Snakemake register the jobs that just finished
+    os.killpg(first.pid, signal.SIGINT)  # like Ctrl-C in the terminal
+    log, _ = first.communicate(timeout=120)
+    done_before = {p: p.stat().st_mtime_ns for p in finished_checkpoints(log, work)}
+    resumed = subprocess.run(snakemake(work), capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    return work, done_before
+
+
+def test_interrupted_run_resumes_without_redoing_finished_steps(micro_run):
+    work, done_before = micro_run
+    assert done_before, "the first run was interrupted before any checkpoint was written"
+    for path, mtime in done_before.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path} was retrained after the restart"
+
+
+def test_table_has_every_method_with_finite_values(micro_run):
+    work, _ = micro_run
+    table = pd.read_csv(work / "results/tic/table2.csv")
+    assert list(table["Method"]) == METHODS
+    numeric = table.drop(columns=["Method"])
+    assert numeric.notna().all().all() and (numeric.abs() < float("inf")).all().all()
+    # Oracle trains t x C at step t: 1 + 2 + 3 = 6 budgets; the others 3 budgets of 192 samples
+    seen = dict(zip(table["Method"], table["Samples seen"]))
+    assert seen == {"oracle": 6 * 192, "restart": 3 * 192, "sequential": 3 * 192, "cumulative_all": 3 * 192}
+    for ext in ("md", "tex"):
+        assert "cumulative_all" in (work / f"results/tic/table2.{ext}").read_text()
+
+
+def test_every_checkpoint_is_evaluated_on_every_step(micro_run):
+    work, _ = micro_run
+    rows = pd.read_csv(work / "results/tic/all_evals.csv", dtype={"train_step": str, "eval_step": str})
+    for task in ("retrieval", "classification"):
+        cells = rows[rows["task"] == task].groupby(["method", "train_step"])["eval_step"].nunique()
+        assert len(cells) == len(METHODS) * len(STEPS) and (cells == len(STEPS)).all()
+    assert {"static_objects", "static_colours", "static_retrieval"} <= set(rows["task"])
+    for m in METHODS:
+        for task in ("retrieval", "classification"):
+            assert (work / f"results/tic/figures/matrix_{m}_{task}.png").stat().st_size > 1000
+
+
+def test_every_rule_wrote_its_log_and_benchmark(micro_run):
+    work, _ = micro_run
+    bench = list((work / "results/benchmarks").rglob("*.tsv"))
+    # 2 synthesis + bucket + 12 trainings + 12 evaluations + table + figures
+    assert len(bench) == 2 + 1 + 12 + 12 + 2
+    for tsv in bench:
+        assert "max_rss" in tsv.read_text().splitlines()[0]
+
+
+def test_second_run_does_nothing(micro_run):
+    work, _ = micro_run
+    res = subprocess.run(snakemake(work, "--dry-run"), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0
+    assert "Nothing to be done" in res.stdout + res.stderr
