@@ -34,18 +34,18 @@ def finished_checkpoints(log: str, work: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def micro_run(tmp_path_factory):
-    """Start the micro study, interrupt it once two checkpoints exist, then resume it."""
+    """Start the micro study, interrupt it once two training jobs have finished, then resume it."""
     work = tmp_path_factory.mktemp("micro")
-    models = work / "results/tic/models"
-    first = subprocess.Popen(snakemake(work), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and len(list(models.glob("*/*/model.pt"))) < 2 and first.poll() is None:
+    with open(work / "first_run.log", "w") as out:
+        first = subprocess.Popen(snakemake(work), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline, finished = time.time() + 240, []
+    while time.time() < deadline and len(finished) < 2 and first.poll() is None:
         time.sleep(0.5)
-    time.sleep(3)  # let Snakemake register the jobs that just finished
+        logs = sorted((work / ".snakemake/log").glob("*.snakemake.log"))
+        finished = finished_checkpoints(logs[-1].read_text(), work) if logs else []
     os.killpg(first.pid, signal.SIGINT)  # like Ctrl-C in the terminal
-    log, _ = first.communicate(timeout=120)
-    done_before = {p: p.stat().st_mtime_ns for p in finished_checkpoints(log, work)}
+    assert first.wait(timeout=120) != 0, "the first run finished before it could be interrupted"
+    done_before = {p: p.stat().st_mtime_ns for p in finished}
     resumed = subprocess.run(snakemake(work), capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     return work, done_before

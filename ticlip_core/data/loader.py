@@ -108,7 +108,7 @@ def train_batches(shards: list[str], *, batch_size: int, pixels: PixelSpec, toke
     """
     if not shards:
         raise ValueError("train_batches: no training shards")
-    seen, epoch, pending = 0, 0, []
+    seen, epoch, pending, pending_good = 0, 0, [], 0
     while seen < num_samples:
         rng = random.Random(f"{seed}:{epoch}")
         urls = list(shards)
@@ -124,9 +124,10 @@ def train_batches(shards: list[str], *, batch_size: int, pixels: PixelSpec, toke
         for sample in stream:
             good_this_pass += "corrupt" not in sample
             pending.append(sample)
-            if len(pending) - sum("corrupt" in s for s in pending) == min(batch_size, num_samples - seen):
+            pending_good += "corrupt" not in sample
+            if pending_good == min(batch_size, num_samples - seen):
                 batch = _collate(pending, pixels, tokenizer)
-                pending = []
+                pending, pending_good = [], 0
                 seen += len(batch.keys)
                 yield batch
                 if seen >= num_samples:
