@@ -68,7 +68,7 @@ def test_table_has_every_method_with_finite_values(micro_run):
     seen = dict(zip(table["Method"], table["Samples seen"]))
     assert seen == {"oracle": 6 * 192, "restart": 3 * 192, "sequential": 3 * 192, "cumulative_all": 3 * 192}
     for ext in ("md", "tex"):
-        assert "cumulative_all" in (work / f"results/tic/table2.{ext}").read_text()
+        assert "cumulative" in (work / f"results/tic/table2.{ext}").read_text()
 
 
 def test_every_checkpoint_is_evaluated_on_every_step(micro_run):
