@@ -17,7 +17,7 @@ def test_default_config_is_valid_and_defaults_are_filled():
     assert cfg["results"] == "results"  # not in config.yaml: filled from the schema
     partial = {"train": {"lr": 0.01}}
     validate(partial, str(SCHEMA))
-    assert partial["train"]["batch_size"] == 128
+    assert partial["train"]["batch_size"] == 32
     assert partial["tic"]["methods"] == ["oracle", "restart", "sequential", "cumulative_all"]
 
 

@@ -91,7 +91,10 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
     shards = [s for name in plan for s in shards_by_step[name]]
     budget = method.budget(t, tcfg["budget_samples"])
     iterations = math.ceil(budget / tcfg["batch_size"])
-    warmup = tcfg["warmup_iterations"] if (t == 0 or tcfg["warmup_later_steps"]) else 0
+    # TiC-CLIP drops warm-up when training *continues* from the previous step; a model that
+    # starts from a fresh initialisation (every Oracle and Restart step) always warms up.
+    continues = method.warm_start and t > 0
+    warmup = tcfg["warmup_iterations"] if (not continues or tcfg["warmup_later_steps"]) else 0
     optimizer = torch.optim.AdamW(param_groups(model, tcfg["weight_decay"]), lr=tcfg["lr"], fused=True)
     schedule = cosine_lr(optimizer, tcfg["lr"], warmup, iterations)
     loss_fn = open_clip.ClipLoss()
