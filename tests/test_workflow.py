@@ -37,14 +37,20 @@ def micro_run(tmp_path_factory):
     """Start the micro study, interrupt it once two training jobs have finished, then resume it."""
     work = tmp_path_factory.mktemp("micro")
     with open(work / "first_run.log", "w") as out:
-        first = subprocess.Popen(snakemake(work), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        first = subprocess.Popen(snakemake(work), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline, finished = time.time() + 240, []
     while time.time() < deadline and len(finished) < 2 and first.poll() is None:
         time.sleep(0.5)
-        logs = sorted((work / ".snakemake/log").glob("*.snakemake.log"))
-        finished = finished_checkpoints(logs[-1].read_text(), work) if logs else []
+        finished = finished_checkpoints((work / "first_run.log").read_text(), work)
     os.killpg(first.pid, signal.SIGINT)  # like Ctrl-C in the terminal
-    assert first.wait(timeout=120) != 0, "the first run finished before it could be interrupted"
+    try:
+        code = first.wait(timeout=30)
+    except subprocess.TimeoutExpired:  # a job ignoring Ctrl-C: kill everything, as a crash would
+        os.killpg(first.pid, signal.SIGKILL)
+        code = first.wait(timeout=60)
+        subprocess.run(snakemake(work, "--unlock"), check=True, capture_output=True, timeout=120)
+    assert code != 0, "the first run finished before it could be interrupted"
     done_before = {p: p.stat().st_mtime_ns for p in finished}
     resumed = subprocess.run(snakemake(work), capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
