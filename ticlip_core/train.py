@@ -67,7 +67,7 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
                init_checkpoint: str | None, out_model: str, out_log: str, out_compute: str) -> dict:
     """Train ``method_name`` at ``step`` and write its checkpoint, CSV log and ``compute.json``.
 
-    ``shards_by_step`` holds the training shards of every step in the method's data plan.
+    ``shards_by_step`` maps step names to their training shards; the method's data plan picks from it.
     Raises ``NonFiniteLossError`` naming the step if the loss is not finite; nothing is
     written then, so the previous step's checkpoint stays the last good one.
     """
