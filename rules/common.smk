@@ -3,6 +3,7 @@ import re
 
 from ticlip_core.data.bucketing import parse_steps
 from ticlip_core.methods import available_methods, get_method
+from ticlip_core.runs import ablation_runs, tic_runs
 
 RESULTS = config["results"]
 DATA = f"{RESULTS}/data/{config['data']['name']}"
@@ -13,40 +14,46 @@ BENCH = f"{RESULTS}/benchmarks"
 # Checked here, while the DAG is built, so a bad config fails before any job runs.
 STEPS = [s.name for s in parse_steps(config["tic"]["steps"])]
 METHODS = list(config["tic"]["methods"])
-_unknown = sorted(set(METHODS) - set(available_methods()))
+_unknown = sorted(set(METHODS + [config["tic"]["lr_ablation"]["method"] or METHODS[0]]) - set(available_methods()))
 if _unknown:
     raise ValueError(
-        f"tic.methods: unknown method(s) {', '.join(_unknown)}; "
+        f"tic.methods / tic.lr_ablation.method: unknown method(s) {', '.join(_unknown)}; "
         f"registered: {', '.join(available_methods())}"
     )
+RUNS = tic_runs(config)  # every configured method, plus the LR ablation's variants
+ABLATION = [r.name for r in ablation_runs(config)]
 DYNAMIC_TASKS = ["retrieval", "classification"]
 
 
 wildcard_constraints:
-    method="|".join(map(re.escape, METHODS)),
+    run="|".join(map(re.escape, RUNS)),
     step="|".join(map(re.escape, STEPS)),
     task="|".join(DYNAMIC_TASKS),
 
 
-def model_path(method, step):
-    return f"{TIC}/models/{method}/{step}/model.pt"
+def model_path(run, step):
+    return f"{TIC}/models/{run}/{step}/model.pt"
 
 
 def train_inputs(wildcards):
-    """The per-step splits, plus the method's previous checkpoint when it warm-starts."""
-    method = get_method(wildcards.method)
+    """The per-step splits, plus the run's previous checkpoint when its method warm-starts."""
+    method = get_method(RUNS[wildcards.run].method)
     t = STEPS.index(wildcards.step)
     inputs = {"steps_dir": f"{DATA}/steps"}
     if method.warm_start and t > 0:
-        inputs["init"] = model_path(wildcards.method, STEPS[t - 1])
+        inputs["init"] = model_path(wildcards.run, STEPS[t - 1])
     return inputs
 
 
 def tic_outputs():
     """Every final output of the TiC study: tables and figures."""
-    return [
+    outputs = [
         *expand(f"{TIC}/table2.{{ext}}", ext=["csv", "md", "tex"]),
         f"{TIC}/per_step.csv",
-        *expand(f"{TIC}/figures/matrix_{{method}}_{{task}}.png", method=METHODS, task=DYNAMIC_TASKS),
+        *expand(f"{TIC}/figures/matrix_{{run}}_{{task}}.png", run=METHODS, task=DYNAMIC_TASKS),
         *expand(f"{TIC}/figures/curves_{{task}}.png", task=DYNAMIC_TASKS),
+        f"{TIC}/figures/compute_vs_performance.png",
     ]
+    if ABLATION:
+        outputs += expand(f"{TIC}/lr_ablation.{{ext}}", ext=["csv", "md", "tex"])
+    return outputs

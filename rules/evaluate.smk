@@ -1,19 +1,23 @@
-# Evaluation: one job per checkpoint, on every step's test split and the static tasks.
+# Evaluation: one job per run, writing one file per checkpoint; each checkpoint is evaluated
+# on every step's test split and the static tasks. (One process per run rather than per
+# checkpoint: importing torch and open_clip costs about 7 s a job on a laptop CPU.)
 
 
-rule evaluate:
+rule evaluate_run:
     input:
-        model=f"{TIC}/models/{{method}}/{{step}}/model.pt",
+        models=lambda wildcards: [model_path(wildcards.run, s) for s in STEPS],
         steps_dir=f"{DATA}/steps",
         static_dir=f"{DATA}/static",
     output:
-        f"{TIC}/evals/{{method}}/{{step}}.csv",
+        expand(f"{TIC}/evals/{{{{run}}}}/{{step}}.csv", step=STEPS),
+    params:
+        steps=STEPS,
     conda:
         "../envs/ticlip.yaml"
     log:
-        f"{LOGS}/tic/evaluate/{{method}}/{{step}}.log",
+        f"{LOGS}/tic/evaluate/{{run}}.log",
     benchmark:
-        f"{BENCH}/tic/evaluate/{{method}}/{{step}}.tsv"
+        f"{BENCH}/tic/evaluate/{{run}}.tsv"
     threads: 1
     script:
         "../workflow_scripts/evaluate.py"

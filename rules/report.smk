@@ -1,19 +1,28 @@
-# Paper outputs: TiC-CLIP Table 2, evaluation-matrix heatmaps and per-step curves.
+# Paper outputs: TiC-CLIP Table 2, the LR ablation, evaluation-matrix heatmaps, per-step
+# curves and the compute-vs-performance figure.
+
+
+def evals_of(runs):
+    return expand(f"{TIC}/evals/{{run}}/{{step}}.csv", run=runs, step=STEPS)
+
+
+def compute_of(runs):
+    return expand(f"{TIC}/models/{{run}}/{{step}}/compute.json", run=runs, step=STEPS)
 
 
 rule tic_table:
     input:
-        evals=expand(f"{TIC}/evals/{{method}}/{{step}}.csv", method=METHODS, step=STEPS),
-        compute=expand(f"{TIC}/models/{{method}}/{{step}}/compute.json", method=METHODS, step=STEPS),
+        evals=evals_of(METHODS),
+        compute=compute_of(METHODS),
     output:
         csv=report(f"{TIC}/table2.csv", category="TiC-CLIP", labels={"output": "Table 2 (CSV)"}),
-        md=f"{TIC}/table2.md",
+        md=report(f"{TIC}/table2.md", category="TiC-CLIP", labels={"output": "Table 2 (Markdown)"}),
         tex=f"{TIC}/table2.tex",
-        per_step=f"{TIC}/per_step.csv",
+        per_step=report(f"{TIC}/per_step.csv", category="TiC-CLIP", labels={"output": "Per-step scores and compute"}),
         rows=f"{TIC}/all_evals.csv",
     params:
         steps=STEPS,
-        methods=METHODS,
+        runs=METHODS,
     conda:
         "../envs/ticlip.yaml"
     log:
@@ -24,12 +33,35 @@ rule tic_table:
         "../workflow_scripts/make_table.py"
 
 
+rule lr_ablation_table:
+    input:
+        evals=evals_of(ABLATION),
+        compute=compute_of(ABLATION),
+    output:
+        csv=report(f"{TIC}/lr_ablation.csv", category="TiC-CLIP", labels={"output": "LR ablation (CSV)"}),
+        md=report(f"{TIC}/lr_ablation.md", category="TiC-CLIP", labels={"output": "LR ablation (Markdown)"}),
+        tex=f"{TIC}/lr_ablation.tex",
+    params:
+        steps=STEPS,
+        runs=ABLATION,
+        settings={r: {**config["train"], **RUNS[r].train} for r in ABLATION},
+    conda:
+        "../envs/ticlip.yaml"
+    log:
+        f"{LOGS}/tic/lr_ablation.log",
+    benchmark:
+        f"{BENCH}/tic/lr_ablation.tsv"
+    script:
+        "../workflow_scripts/make_lr_ablation.py"
+
+
 rule tic_figures:
     input:
         rows=f"{TIC}/all_evals.csv",
+        table=f"{TIC}/table2.csv",
     output:
         matrices=report(
-            expand(f"{TIC}/figures/matrix_{{method}}_{{task}}.png", method=METHODS, task=DYNAMIC_TASKS),
+            expand(f"{TIC}/figures/matrix_{{run}}_{{task}}.png", run=METHODS, task=DYNAMIC_TASKS),
             caption="../report/matrix.rst",
             category="TiC-CLIP",
             subcategory="Evaluation matrices",
@@ -39,6 +71,11 @@ rule tic_figures:
             caption="../report/curves.rst",
             category="TiC-CLIP",
             subcategory="Per-step curves",
+        ),
+        compute=report(
+            f"{TIC}/figures/compute_vs_performance.png",
+            caption="../report/compute.rst",
+            category="TiC-CLIP",
         ),
     params:
         steps=STEPS,

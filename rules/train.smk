@@ -1,19 +1,22 @@
-# Training: one job per (method, step); a warm-starting method depends on its previous step.
+# Training: one job per (run, step); a warm-starting method depends on its previous step.
 
 
 rule train_step:
     input:
         unpack(train_inputs),
     output:
-        model=f"{TIC}/models/{{method}}/{{step}}/model.pt",
-        log=f"{TIC}/models/{{method}}/{{step}}/train_log.csv",
-        compute=f"{TIC}/models/{{method}}/{{step}}/compute.json",
+        model=f"{TIC}/models/{{run}}/{{step}}/model.pt",
+        log=f"{TIC}/models/{{run}}/{{step}}/train_log.csv",
+        compute=f"{TIC}/models/{{run}}/{{step}}/compute.json",
+    params:
+        method=lambda wildcards: RUNS[wildcards.run].method,
+        train_overrides=lambda wildcards: RUNS[wildcards.run].train,
     conda:
         "../envs/ticlip.yaml"
     log:
-        f"{LOGS}/tic/train/{{method}}/{{step}}.log",
+        f"{LOGS}/tic/train/{{run}}/{{step}}.log",
     benchmark:
-        f"{BENCH}/tic/train/{{method}}/{{step}}.tsv"
+        f"{BENCH}/tic/train/{{run}}/{{step}}.tsv"
     threads: config["train"]["threads"]
     script:
         "../workflow_scripts/train_step.py"

@@ -9,8 +9,11 @@ from PIL import Image
 from ticlip_core.figures import plot_compute_vs_performance, plot_eval_matrix, plot_step_curves
 from ticlip_core.metrics import evaluation_matrix
 from ticlip_core.tables import (
+    SCORE_COLUMNS,
     TABLE_COLUMNS,
     compute_totals,
+    lr_ablation_table,
+    table_caption,
     per_step_table,
     render_table,
     tic_table,
@@ -77,8 +80,8 @@ def make_compute():
     recs = []
     for i, s in enumerate(STEPS):
         recs.append(dict(method="cumulative_all", train_step=s, samples_seen=100,
-                         macs=(i + 1) * 1e9))
-        recs.append(dict(method="sequential", train_step=s, samples_seen=200, macs=4e9))
+                         macs=(i + 1) * 1e9, budget_macs=2e9))
+        recs.append(dict(method="sequential", train_step=s, samples_seen=200, macs=4e9, budget_macs=2e9))
     return pd.DataFrame(recs)
 
 
@@ -95,12 +98,14 @@ def test_tic_table_values(table):
     assert t.loc["sequential", "Compute (GMACs)"] == pytest.approx(12.0)
     assert t.loc["cumulative_all", "Samples seen"] == 300
     assert t.loc["sequential", "Samples seen"] == 600
+    assert t.loc["cumulative_all", "Compute / budget"] == pytest.approx(1.0)  # 6 / (3 x 2)
+    assert t.loc["sequential", "Compute / budget"] == pytest.approx(2.0)
     expected = {
         "cumulative_all": [0.5, 0.5, 0.625, 0.25, 0.5, 0.75, 0.25],
         "sequential": [0.625, 0.25, 0.5, 0.125, 0.375, 0.5, 0.125],
     }
     for m, values in expected.items():
-        assert t.loc[m, TABLE_COLUMNS[3:]].tolist() == pytest.approx(values)
+        assert t.loc[m, SCORE_COLUMNS].tolist() == pytest.approx(values)
     assert table.attrs["retrieval_metric"] == "mean_R@1"
     assert table.attrs["classification_metric"] == "top1"
     assert table.attrs["static_metrics"] == {
@@ -133,10 +138,13 @@ def test_compute_totals_requires_every_step():
 
 def test_render_percentages(table):
     shown = render_table(table).set_index("Method")
+    assert shown.index.tolist() == ["sequential\u2020", "cumulative_all"]  # dagger: over budget
+    shown.index = METHODS
     assert shown.loc["cumulative_all", "Retrieval ID"] == "62.5"
     assert shown.loc["sequential", "Static avg"] == "62.5"
     assert shown.loc["sequential", "Classification forward"] == "12.5"
     assert shown.loc["sequential", "Compute (GMACs)"] == "12"
+    assert shown.loc["sequential", "Compute / budget"] == "2.00"
     assert shown.loc["cumulative_all", "Samples seen"] == "300"
 
 
@@ -159,7 +167,8 @@ def test_write_table(table, tmp_path):
     tex = paths[2].read_text()
     for token in (r"\begin{tabular}", r"\toprule", r"\midrule", r"\bottomrule",
                   "Dynamic retrieval", "Dynamic classification", "Static",
-                  r"\cmidrule(lr){4-4}", r"\cmidrule(lr){5-7}", r"\cmidrule(lr){8-10}",
+                  r"\cmidrule(lr){5-5}", r"\cmidrule(lr){6-8}", r"\cmidrule(lr){9-11}",
+                  r"sequential$^\dagger$", "x budget",
                   r"cumulative\_all", "62.5"):
         assert token in tex, token
     assert tex.startswith("% TiC Table 2")
@@ -177,6 +186,26 @@ def test_per_step_table():
     assert seq["static_avg"].tolist() == [0.5, 0.375, 0.625]
     cum = df[df.method == "cumulative_all"]
     assert cum["retrieval_all_steps"].tolist() == pytest.approx([0.25, 0.5, 0.625])
+
+
+def test_per_step_table_with_compute_is_cumulative():
+    df = per_step_table(make_rows(), STEPS, METHODS, compute=make_compute())
+    cum = df[df.method == "cumulative_all"]
+    assert cum["gmacs"].tolist() == pytest.approx([1, 2, 3])
+    assert cum["cumulative_gmacs"].tolist() == pytest.approx([1, 3, 6])
+    assert df[df.method == "sequential"]["cumulative_gmacs"].tolist() == pytest.approx([4, 8, 12])
+    with pytest.raises(ValueError, match="missing compute rows"):
+        per_step_table(make_rows(), STEPS, METHODS, compute=make_compute().iloc[1:])
+
+
+def test_lr_ablation_table():
+    settings = {"cumulative_all": {"warmup_later_steps": False, "max_lr_decay": "constant"},
+                "sequential": {"warmup_later_steps": True, "max_lr_decay": "constant"}}
+    df = lr_ablation_table(make_rows(), make_compute(), STEPS, METHODS[::-1], settings)
+    assert df.columns.tolist()[:3] == ["Method", "Warm-up on later steps", "Max LR across steps"]
+    assert df["Warm-up on later steps"].tolist() == ["no", "yes"]
+    assert df["Retrieval ID"].tolist() == pytest.approx([0.625, 0.5])
+    assert "learning-rate ablation" in table_caption(df)
 
 
 def png_size(path):

@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ["oracle", "restart", "sequential", "cumulative_all"]
+METHODS = ["oracle", "cumulative_all", "cumulative_exp", "cumulative_equal", "sequential", "restart", "lwf",
+           "patching"]
+ABLATION = ["cumulative_all", "cumulative_all@warmup", "cumulative_all@cosine_max_lr"]
 STEPS = ["2014", "2015", "2016"]
 
 
@@ -72,9 +74,29 @@ def test_table_has_every_method_with_finite_values(micro_run):
     assert numeric.notna().all().all() and (numeric.abs() < float("inf")).all().all()
     # Oracle trains t x C at step t: 1 + 2 + 3 = 6 budgets; the others 3 budgets of 192 samples
     seen = dict(zip(table["Method"], table["Samples seen"]))
-    assert seen == {"oracle": 6 * 192, "restart": 3 * 192, "sequential": 3 * 192, "cumulative_all": 3 * 192}
+    assert seen == {m: (6 if m == "oracle" else 3) * 192 for m in METHODS}
+    ratio = dict(zip(table["Method"], table["Compute / budget"]))
+    assert ratio["oracle"] == pytest.approx(2.0)  # 6 budgets against 3
+    for m in ("cumulative_all", "cumulative_exp", "cumulative_equal", "sequential", "restart"):
+        assert ratio[m] == pytest.approx(1.0)
+    assert ratio["lwf"] > 1.2 and ratio["patching"] > 1.0  # teacher forwards, alpha search
     for ext in ("md", "tex"):
         assert "cumulative" in (work / f"results/tic/table2.{ext}").read_text()
+    assert "lwf\u2020" in (work / "results/tic/table2.md").read_text()
+
+
+def test_lr_ablation_and_compute_figure(micro_run):
+    work, _ = micro_run
+    ablation = pd.read_csv(work / "results/tic/lr_ablation.csv")
+    assert list(ablation["Method"]) == ABLATION
+    assert list(ablation["Warm-up on later steps"]) == ["no", "yes", "no"]
+    assert list(ablation["Max LR across steps"]) == ["constant", "constant", "cosine"]
+    assert ablation.drop(columns=["Method", "Warm-up on later steps", "Max LR across steps"]).notna().all().all()
+    assert (work / "results/tic/figures/compute_vs_performance.png").stat().st_size > 1000
+    per_step = pd.read_csv(work / "results/tic/per_step.csv")
+    oracle = per_step[per_step["method"] == "oracle"]
+    assert oracle["samples_seen"].tolist() == [192, 2 * 192, 3 * 192]  # t x C at step t
+    assert (oracle["cumulative_gmacs"].diff().dropna() > 0).all()
 
 
 def test_every_checkpoint_is_evaluated_on_every_step(micro_run):
@@ -92,8 +114,9 @@ def test_every_checkpoint_is_evaluated_on_every_step(micro_run):
 def test_every_rule_wrote_its_log_and_benchmark(micro_run):
     work, _ = micro_run
     bench = list((work / "results/benchmarks").rglob("*.tsv"))
-    # 2 synthesis + bucket + 12 trainings + 12 evaluations + table + figures
-    assert len(bench) == 2 + 1 + 12 + 12 + 2
+    # 2 synthesis + bucket + (8 methods + 2 ablation variants) x 3 steps of training,
+    # one evaluation per run, Table 2, the ablation table and the figures
+    assert len(bench) == 2 + 1 + 10 * 3 + 10 + 3
     for tsv in bench:
         assert "max_rss" in tsv.read_text().splitlines()[0]
 

@@ -20,7 +20,3 @@ def forward_macs_per_sample(model: torch.nn.Module, image_size: int, context_len
     model.train(was_training)
     return counter.get_total_flops() // 2
 
-
-def training_macs_per_sample(model: torch.nn.Module, image_size: int, context_length: int) -> int:
-    """Estimated MACs to train on one sample: forward plus backward, ``3 x`` forward MACs."""
-    return TRAIN_FORWARD_MULTIPLIER * forward_macs_per_sample(model, image_size, context_length)

@@ -33,6 +33,7 @@ COMPUTE_COLUMNS = ("method", "train_step", "samples_seen", "macs")
 TABLE_COLUMNS = [
     "Method",
     "Compute (GMACs)",
+    "Compute / budget",
     "Samples seen",
     "Static avg",
     "Retrieval backward",
@@ -42,12 +43,16 @@ TABLE_COLUMNS = [
     "Classification ID",
     "Classification forward",
 ]
-SCORE_COLUMNS = TABLE_COLUMNS[3:]
+SCORE_COLUMNS = TABLE_COLUMNS[4:]
+#: a method spending more than this multiple of the compute-matched budget is marked
+OVER_BUDGET_TOLERANCE = 1.005
+OVER_BUDGET_MARK = "\u2020"  # dagger
 
 # Second header level of the LaTeX table, grouped as in TiC-CLIP's Table 2.
 _TEX_HEADER = {
     "Method": ("", "Method"),
     "Compute (GMACs)": ("", "Compute (GMACs)"),
+    "Compute / budget": ("", "x budget"),
     "Samples seen": ("", "Samples seen"),
     "Static avg": ("Static", "Avg"),
     "Retrieval backward": ("Dynamic retrieval", "Backward"),
@@ -97,10 +102,14 @@ def compute_totals(
     missing = [(str(m), s) for m in methods for s in steps if (str(m), s) not in have]
     if missing:
         raise ValueError(f"missing compute rows (method, train_step): {missing}")
-    for col in ("samples_seen", "macs"):
+    c["budget_macs"] = compute["budget_macs"] if "budget_macs" in compute.columns else math.nan
+    for col in ("samples_seen", "macs", "budget_macs"):
         c[col] = pd.to_numeric(c[col], errors="raise")
-    totals = c.groupby("method").agg(samples_seen=("samples_seen", "sum"), macs=("macs", "sum"))
+    totals = c.groupby("method").agg(samples_seen=("samples_seen", "sum"), macs=("macs", "sum"),
+                                     budget_macs=("budget_macs", "sum"))
     totals["gmacs"] = totals["macs"] / 1e9
+    # the compute-matched budget is C samples per step; NaN when the records do not say
+    totals["budget_ratio"] = totals["macs"] / totals["budget_macs"].where(totals["budget_macs"] > 0)
     return totals.reindex([str(m) for m in methods])
 
 
@@ -143,6 +152,7 @@ def tic_table(
         rec = {
             "Method": str(m),
             "Compute (GMACs)": float(totals.loc[str(m), "gmacs"]),
+            "Compute / budget": float(totals.loc[str(m), "budget_ratio"]),
             "Samples seen": totals.loc[str(m), "samples_seen"],
             "Static avg": s.static_avg,
         }
@@ -164,14 +174,16 @@ def tic_table(
 
 
 def per_step_table(
-    rows: pd.DataFrame, steps: Sequence, methods: Sequence[str], *, study: str | None = None
+    rows: pd.DataFrame, steps: Sequence, methods: Sequence[str], *, study: str | None = None,
+    compute: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Long per-step table: one row per (method, train step), in the given orders.
 
     Columns: ``method, step_index, train_step, retrieval_id`` (E[i][i]),
     ``retrieval_all_steps`` (mean_j E[i][j]), the same two for classification, and
     ``static_avg`` (mean over static tasks of that step's model). Raw fractions; a task
-    no row evaluates gives NaN.
+    no row evaluates gives NaN. With ``compute`` rows, also ``samples_seen``, ``gmacs``
+    (that step's training compute) and ``cumulative_gmacs`` (steps 0..i).
     """
     steps = normalize_steps(steps)
     sel = select_rows(rows, study)
@@ -189,7 +201,29 @@ def per_step_table(
             out[f"{task}_all_steps"] = per_step_average(E).to_numpy()
         out["static_avg"] = s.static_avg_by_step.to_numpy()
         frames.append(out)
-    return pd.concat(frames, ignore_index=True)
+    table = pd.concat(frames, ignore_index=True)
+    if compute is not None:
+        compute_totals(compute, steps, methods)  # same completeness checks as Table 2
+        c = compute.assign(method=compute["method"].astype(str), train_step=compute["train_step"].astype(str))
+        c = c.loc[:, ["method", "train_step", "samples_seen", "macs"]]
+        table = table.merge(c, on=["method", "train_step"], how="left", validate="one_to_one")
+        table["gmacs"] = table.pop("macs") / 1e9
+        table["cumulative_gmacs"] = table.groupby("method", sort=False)["gmacs"].cumsum()
+    return table
+
+
+def lr_ablation_table(rows: pd.DataFrame, compute: pd.DataFrame, steps: Sequence,
+                      runs: Sequence[str], settings: dict[str, dict], *, study: str | None = None) -> pd.DataFrame:
+    """TiC-CLIP's LR ablation: Table 2's columns for the ablated runs, after two setting columns.
+
+    ``settings[run]`` gives the run's ``warmup_later_steps`` and ``max_lr_decay``.
+    """
+    df = tic_table(rows, compute, steps, runs, study=study)
+    df.insert(1, "Warm-up on later steps", [("yes" if settings[r]["warmup_later_steps"] else "no") for r in runs])
+    df.insert(2, "Max LR across steps", [settings[r]["max_lr_decay"] for r in runs])
+    df.attrs["title"] = (f"TiC-CLIP learning-rate ablation of {runs[0]} (warm-up on steps after the first; "
+                         "maximum LR constant or cosine-decayed across steps)")
+    return df
 
 
 # --------------------------------------------------------------------------- rendering
@@ -210,10 +244,24 @@ def _samples(x) -> str:
     return "" if pd.isna(x) else f"{int(round(float(x))):,}"
 
 
+def _ratio(x: float) -> str:
+    """A multiple of the budget, two decimals."""
+    return "" if pd.isna(x) else f"{float(x):.2f}"
+
+
+def over_budget(ratio: float) -> bool:
+    """Whether a method spent more than the compute-matched budget (beyond rounding)."""
+    return bool(pd.notna(ratio) and ratio > OVER_BUDGET_TOLERANCE)
+
+
 def render_table(df: pd.DataFrame, nan: str = "–") -> pd.DataFrame:
-    """The table as strings: scores in % with one decimal, GMACs to 3 significant digits."""
-    out = pd.DataFrame({"Method": df["Method"].astype(str)})
+    """The table as strings: scores in % with one decimal, GMACs to 3 significant digits, and a
+    dagger after the name of every method over the compute-matched budget."""
+    out = df.astype(object).copy()
+    out["Method"] = [f"{m}{OVER_BUDGET_MARK if over_budget(r) else ''}"
+                     for m, r in zip(df["Method"].astype(str), df["Compute / budget"])]
     out["Compute (GMACs)"] = df["Compute (GMACs)"].map(_gmacs)
+    out["Compute / budget"] = df["Compute / budget"].map(_ratio)
     out["Samples seen"] = df["Samples seen"].map(_samples)
     for col in SCORE_COLUMNS:
         out[col] = df[col].map(lambda x: _pct(x, nan))
@@ -231,13 +279,16 @@ def table_caption(df: pd.DataFrame) -> str:
     static_txt = (
         ", ".join(f"`{t}` [`{m}`]" for t, m in static.items()) if static else "the static tasks"
     )
-    head = f"TiC Table 2, study {a['study']}" if a.get("study") else "TiC Table 2"
+    head = a.get("title") or (f"TiC Table 2, study {a['study']}" if a.get("study") else "TiC Table 2")
     return (
         f"{head}. Scores in %. Retrieval = {METRIC_TEXT.get(r, r)} (`{r}`); "
         f"classification = {METRIC_TEXT.get(c, c)} (`{c}`); "
         f"static avg = mean over {static_txt} of the final model{final}. "
         "ID = mean_i E[i][i]; backward / forward = mean of E[i][j] over all j < i / j > i "
-        "(TiC-CLIP, DESIGN.md section 4). Compute and samples seen are totals over all steps."
+        "(TiC-CLIP, DESIGN.md section 4). Compute and samples seen are totals over all steps; "
+        "x budget = compute / (T x C samples' training compute); "
+        f"{OVER_BUDGET_MARK} = over the compute-matched budget (Oracle by design, LwF by its teacher's "
+        "forward passes, Patching by its alpha search)."
     )
 
 
@@ -247,7 +298,7 @@ def _to_markdown(df: pd.DataFrame) -> str:
         index=False,
         tablefmt="pipe",  # GitHub markdown, with alignment markers
         disable_numparse=True,  # keep "55.0" and "1.2e+03" exactly as rendered
-        colalign=["left"] + ["right"] * (len(TABLE_COLUMNS) - 1),
+        colalign=["left"] + ["right"] * (len(df.columns) - 1),
     )
     return f"{table_caption(df)}\n\n{body}\n"
 
@@ -255,18 +306,19 @@ def _to_markdown(df: pd.DataFrame) -> str:
 def _to_latex(df: pd.DataFrame) -> str:
     """A booktabs ``tabular`` with TiC's two-level header, the caption as a comment."""
     shown = render_table(df, nan="--")
-    shown.columns = pd.MultiIndex.from_tuples([_TEX_HEADER[c] for c in shown.columns])
+    shown.columns = pd.MultiIndex.from_tuples([_TEX_HEADER.get(c, ("", c)) for c in shown.columns])
     tex = shown.to_latex(
         index=False,
         escape=True,
         multicolumn=True,
         multicolumn_format="c",
-        column_format="l" + "r" * (len(TABLE_COLUMNS) - 1),
+        column_format="l" + "r" * (len(df.columns) - 1),
     )
     lines = tex.splitlines()
     top = lines.index(r"\toprule")
     lines.insert(top + 2, _cmidrules(list(shown.columns)))
-    return f"% {table_caption(df)}\n" + "\n".join(lines) + "\n"
+    tex = f"% {table_caption(df)}\n" + "\n".join(lines) + "\n"
+    return tex.replace(OVER_BUDGET_MARK, r"$^\dagger$")
 
 
 def _cmidrules(columns: list[tuple[str, str]]) -> str:
@@ -289,3 +341,20 @@ def write_table(df: pd.DataFrame, stem: Path) -> list[Path]:
     paths[1].write_text(_to_markdown(df), encoding="utf-8")
     paths[2].write_text(_to_latex(df), encoding="utf-8")
     return paths
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def read_eval_rows(paths: Sequence) -> pd.DataFrame:
+    """Concatenate per-checkpoint evaluation CSVs (step names kept as strings)."""
+    return pd.concat([pd.read_csv(p, dtype={"train_step": str, "eval_step": str}) for p in paths],
+                     ignore_index=True)
+
+
+def read_compute_records(paths: Sequence) -> pd.DataFrame:
+    """One row per ``compute.json`` written by a training job, ``step`` renamed ``train_step``."""
+    import json
+
+    records = [json.loads(Path(p).read_text()) for p in paths]
+    return pd.DataFrame(records).rename(columns={"step": "train_step"})

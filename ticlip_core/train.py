@@ -20,7 +20,8 @@ import torch
 from open_clip_train.scheduler import cosine_lr
 from tqdm import tqdm
 
-from .compute import training_macs_per_sample
+from .buffers import draw_replay, shard_keys
+from .compute import TRAIN_FORWARD_MULTIPLIER, forward_macs_per_sample
 from .data.loader import PixelSpec, train_batches
 from .methods import get_method
 from .models import create_model, load_checkpoint, save_checkpoint
@@ -41,8 +42,15 @@ class StepContext:
     tokenizer: object
     config: dict
     device: torch.device
-    extra: dict = field(default_factory=dict)
-    #: MACs spent beyond the model's own training passes (e.g. a teacher's forwards)
+    #: MACs of one image-caption pair through the model's forward pass
+    forward_macs_per_sample: int = 0
+    #: weights the step started from (the previous checkpoint), or None for a fresh init
+    init_state: dict | None = None
+    #: validation shards per step (held out from training; never the test split)
+    val_shards: dict = field(default_factory=dict)
+    #: what the method chose or measured (written to compute.json as ``method_info``)
+    info: dict = field(default_factory=dict)
+    #: MACs spent beyond the model's own training passes (a teacher's forwards, a selection search)
     extra_macs: int = 0
 
 
@@ -63,31 +71,58 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def step_max_lr(lr: float, t: int, num_steps: int, decay: str, continues: bool) -> float:
+    """Maximum LR of step ``t`` (TiC-CLIP's LR ablation).
+
+    ``constant``: every step peaks at ``lr`` (the paper's choice). ``cosine``: a step that
+    continues from step t-1 peaks at ``lr * (1 + cos(pi * t / T)) / 2``, as if the whole
+    sequence were one cosine run; a freshly initialised step always peaks at ``lr``.
+    """
+    if decay == "constant" or not continues:
+        return lr
+    if decay == "cosine":
+        return lr * 0.5 * (1 + math.cos(math.pi * t / num_steps))
+    raise ValueError(f"train.max_lr_decay: unknown value '{decay}' (constant or cosine)")
+
+
 def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dict[str, list[str]],
-               init_checkpoint: str | None, out_model: str, out_log: str, out_compute: str) -> dict:
+               init_checkpoint: str | None, out_model: str, out_log: str, out_compute: str,
+               val_shards_by_step: dict[str, list[str]] | None = None, run_name: str | None = None) -> dict:
     """Train ``method_name`` at ``step`` and write its checkpoint, CSV log and ``compute.json``.
 
-    ``shards_by_step`` maps step names to their training shards; the method's data plan picks from it.
+    ``shards_by_step`` maps step names to their training shards; the method's data plan
+    picks from it (all of a step, or a replay sample of its keys drawn with the run's seed).
+    ``val_shards_by_step`` is what methods that select hyperparameters may read.
+    ``run_name`` names the run in the outputs (an ablation variant of ``method_name``).
     Raises ``NonFiniteLossError`` naming the step if the loss is not finite; nothing is
     written then, so the previous step's checkpoint stays the last good one.
     """
     tcfg, steps = config["train"], list(config["tic"]["steps"])
     t = steps.index(step)
+    run_name = run_name or method_name
     method = get_method(method_name, **config.get("methods", {}).get(method_name, {}))
     torch.set_num_threads(tcfg["threads"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # the seed ignores run_name: an ablation variant starts from the same init and data order
     seed = derived_seed(config["seed"], method_name, step)
     torch.manual_seed(seed)
 
     model, _, _, tokenizer = create_model(config["model"]["name"], config["model"]["pretrained"],
                                                    device=device, seed=seed)
+    init_state = None
     if method.warm_start and t > 0:
         if not init_checkpoint:
             raise ValueError(f"{method_name} warm-starts step '{step}' but no previous checkpoint was given")
         load_checkpoint(model, init_checkpoint)
+        init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.train()
+    image_size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
+    forward_macs = forward_macs_per_sample(model, image_size, getattr(model, "context_length", 77))
 
-    plan = method.data_plan(t, steps)
+    plan = method.data_plan(t, steps, new_step_size=len(shard_keys(shards_by_step[step])))
+    replay_counts = {s: n for s, n in plan.items() if n is not None}
+    replay = draw_replay({s: shard_keys(shards_by_step[s]) for s in replay_counts}, replay_counts,
+                         derived_seed(seed, "replay"))
     shards = [s for name in plan for s in shards_by_step[name]]
     budget = method.budget(t, tcfg["budget_samples"])
     iterations = math.ceil(budget / tcfg["batch_size"])
@@ -95,14 +130,19 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
     # starts from a fresh initialisation (every Oracle and Restart step) always warms up.
     continues = method.warm_start and t > 0
     warmup = tcfg["warmup_iterations"] if (not continues or tcfg["warmup_later_steps"]) else 0
-    optimizer = torch.optim.AdamW(param_groups(model, tcfg["weight_decay"]), lr=tcfg["lr"], fused=True)
-    schedule = cosine_lr(optimizer, tcfg["lr"], warmup, iterations)
+    max_lr = step_max_lr(tcfg["lr"], t, len(steps), tcfg["max_lr_decay"], continues)
+    optimizer = torch.optim.AdamW(param_groups(model, tcfg["weight_decay"]), lr=max_lr, fused=True)
+    schedule = cosine_lr(optimizer, max_lr, warmup, iterations)
     loss_fn = open_clip.ClipLoss()
-    ctx = StepContext(method, t, steps, model, tokenizer, config, device)
+    ctx = StepContext(method, t, steps, model, tokenizer, config, device, forward_macs_per_sample=forward_macs,
+                      init_state=init_state, val_shards=dict(val_shards_by_step or {}))
     method.before_step(ctx)
 
+    replayed_shards = {sh for s in replay for sh in shards_by_step[s]}
     batches = train_batches(shards, batch_size=tcfg["batch_size"], pixels=PixelSpec.of(model), tokenizer=tokenizer,
-                            num_samples=budget, seed=seed, shuffle_buffer=tcfg["shuffle_buffer"])
+                            num_samples=budget, seed=seed, shuffle_buffer=tcfg["shuffle_buffer"],
+                            keep_keys={k for keys in replay.values() for k in keys} if replay else None,
+                            restricted_shards=replayed_shards)
     rows, seen, skipped, start = [], 0, 0, time.perf_counter()
     window_start, window_seen = start, 0
     progress = tqdm(total=budget, unit="sample", desc=f"{method_name} {step}", file=sys.stderr, mininterval=5)
@@ -138,14 +178,15 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
     method.after_step(ctx)
     seconds = time.perf_counter() - start
 
-    context_length = model.context_length if hasattr(model, "context_length") else 77
-    image_size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
-    macs_per_sample = training_macs_per_sample(model, image_size, context_length)
-    compute = {"method": method_name, "step": step, "step_index": t, "data_plan": plan,
+    macs_per_sample = TRAIN_FORWARD_MULTIPLIER * forward_macs
+    compute = {"method": run_name, "base_method": method_name, "step": step, "step_index": t,
+               "data_plan": plan, "replay": {s: {"requested": replay_counts[s], "drawn": len(k)} for s, k in replay.items()},
                "samples_seen": seen, "budget_samples": budget, "iterations": len(rows) and rows[-1]["iteration"],
                "macs_per_sample": macs_per_sample, "macs": macs_per_sample * seen + ctx.extra_macs,
-               "extra_macs": ctx.extra_macs, "skipped_corrupt": skipped, "seconds": round(seconds, 3),
-               "samples_per_s": round(seen / seconds, 2), "seed": seed, "warmup_iterations": warmup}
+               "extra_macs": ctx.extra_macs, "budget_macs": macs_per_sample * tcfg["budget_samples"],
+               "skipped_corrupt": skipped, "seconds": round(seconds, 3),
+               "samples_per_s": round(seen / seconds, 2), "seed": seed, "warmup_iterations": warmup,
+               "max_lr": max_lr, "method_info": ctx.info}
 
     _write_csv(rows, out_log)
     Path(out_compute).write_text(json.dumps(compute, indent=2))

@@ -1,7 +1,7 @@
-"""Entry point: evaluation rows -> evaluation-matrix heatmaps and per-step curves."""
+"""Entry point: evaluation rows and Table 2 -> heatmaps, per-step curves, compute vs performance."""
 import pandas as pd
 
-from ticlip_core.figures import plot_eval_matrix, plot_step_curves
+from ticlip_core.figures import plot_compute_vs_performance, plot_eval_matrix, plot_step_curves
 from ticlip_core.metrics import evaluation_matrix, task_primary_metric
 from ticlip_core.workflow_io import logged
 
@@ -16,3 +16,4 @@ with logged(snakemake.log[0]):
             plot_eval_matrix(E, f"{method}: {task} ({metric})", next(matrices))
     for task, path in zip(tasks, snakemake.output.curves):
         plot_step_curves(rows, steps, methods, task, task_primary_metric(rows, task), path)
+    plot_compute_vs_performance(pd.read_csv(snakemake.input.table), snakemake.output.compute)

@@ -99,13 +99,20 @@ def _collate(samples: list[dict], pixels: PixelSpec, tokenizer: Callable | None)
 
 def train_batches(shards: list[str], *, batch_size: int, pixels: PixelSpec, tokenizer: Callable,
                   num_samples: int, seed: int, shuffle_buffer: int,
-                  keep_keys: set[str] | None = None) -> Iterator[Batch]:
+                  keep_keys: set[str] | None = None,
+                  restricted_shards: set[str] | None = None) -> Iterator[Batch]:
     """Yield shuffled training batches until exactly ``num_samples`` good samples have been seen.
 
     The shard list is reshuffled and streamed again as often as the budget needs (each pass
     with its own seed), so sampling is uniform over the union of ``shards``. ``keep_keys``
-    restricts the stream to a subset of keys (replay buffers).
+    restricts the stream to a subset of keys (replay buffers): in ``restricted_shards`` only,
+    or in every shard when ``restricted_shards`` is None.
     """
+    def keep(sample: dict) -> bool:
+        if keep_keys is None or (restricted_shards is not None and sample["__url__"] not in restricted_shards):
+            return True
+        return sample["__key__"] in keep_keys
+
     if not shards:
         raise ValueError("train_batches: no training shards")
     seen, epoch, pending, pending_good = 0, 0, [], 0
@@ -116,7 +123,7 @@ def train_batches(shards: list[str], *, batch_size: int, pixels: PixelSpec, toke
         stream = wds.DataPipeline(
             wds.SimpleShardList(urls),
             wds.tarfile_to_samples(),
-            wds.select(lambda s: keep_keys is None or s["__key__"] in keep_keys),
+            wds.select(keep),
             wds.shuffle(shuffle_buffer, initial=shuffle_buffer, rng=rng),
             wds.map(_decode(pixels)),
         )

@@ -17,8 +17,12 @@ class Method:
     def __init__(self, **options):
         self.options = options
 
-    def data_plan(self, t: int, steps: list[str]) -> dict[str, int | None]:
-        """Training data of step ``t``: ``{step name: samples to draw}``; ``None`` means all of it."""
+    def data_plan(self, t: int, steps: list[str], new_step_size: int | None = None) -> dict[str, int | None]:
+        """Training data of step ``t``: ``{step name: samples to draw}``; ``None`` means all of it.
+
+        ``new_step_size`` is the number of training samples of step ``t`` (replay methods size
+        their buffer from it).
+        """
         return {steps[t]: None}
 
     def budget(self, t: int, base_budget: int) -> int:

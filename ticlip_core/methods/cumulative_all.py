@@ -9,5 +9,5 @@ class CumulativeAll(Method):
     name = "cumulative_all"
     warm_start = True
 
-    def data_plan(self, t, steps):
+    def data_plan(self, t, steps, new_step_size=None):
         return {s: None for s in steps[: t + 1]}

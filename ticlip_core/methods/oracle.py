@@ -8,7 +8,7 @@ class Oracle(Method):
 
     name = "oracle"
 
-    def data_plan(self, t, steps):
+    def data_plan(self, t, steps, new_step_size=None):
         return {s: None for s in steps[: t + 1]}
 
     def budget(self, t, base_budget):

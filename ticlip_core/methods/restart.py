@@ -8,5 +8,5 @@ class Restart(Method):
 
     name = "restart"
 
-    def data_plan(self, t, steps):
+    def data_plan(self, t, steps, new_step_size=None):
         return {s: None for s in steps[: t + 1]}

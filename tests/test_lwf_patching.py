@@ -1,0 +1,116 @@
+"""LwF's distillation term and Patching's weight interpolation and validation-only alpha search."""
+import copy
+import json
+
+import pytest
+import torch
+
+import ticlip_core.evaluate
+from conftest import micro_config
+from ticlip_core.data.bucketing import step_shards
+from ticlip_core.data.loader import PixelSpec, train_batches
+from ticlip_core.interpolation import interpolate_state_dicts
+from ticlip_core.losses import similarity_distillation_loss
+from ticlip_core.methods import get_method
+from ticlip_core.models import create_model
+from ticlip_core.train import StepContext, train_step
+
+STEPS = ["2014", "2015", "2016"]
+
+
+@pytest.fixture(scope="module")
+def micro_model():
+    model, _, _, tokenizer = create_model("ticlip-vit-micro", None, seed=0)
+    return model, tokenizer
+
+
+def _batch(tiny_world, model, tokenizer):
+    shards = step_shards(tiny_world / "steps", "2015", "train")
+    return next(train_batches(shards, batch_size=16, pixels=PixelSpec.of(model), tokenizer=tokenizer,
+                              num_samples=16, seed=0, shuffle_buffer=10))
+
+
+def test_lwf_term_is_zero_for_the_same_model_and_positive_after_a_change(tiny_world, micro_model):
+    model, tokenizer = micro_model
+    student = copy.deepcopy(model).train()
+    batch = _batch(tiny_world, model, tokenizer)
+    lwf = get_method("lwf", beta=2.0)
+    ctx = StepContext(lwf, 1, STEPS, student, tokenizer, micro_config(), torch.device("cpu"),
+                      forward_macs_per_sample=1000)
+    lwf.before_step(ctx)
+    same = lwf.extra_loss(ctx, batch, student(batch.images, batch.texts))
+    assert same.item() == pytest.approx(0.0, abs=1e-6)
+    assert ctx.extra_macs == 1000 * len(batch.keys)  # the teacher's forward passes are counted
+    with torch.no_grad():
+        for p in student.visual.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    changed = lwf.extra_loss(ctx, batch, student(batch.images, batch.texts))
+    assert changed.item() > 1e-4
+    changed.backward()  # the gradient reaches the student, not the frozen teacher
+    assert student.visual.conv1.weight.grad is not None
+    assert all(p.grad is None for p in lwf.teacher.parameters())
+
+
+def test_distillation_is_kl_of_rows_both_ways():
+    s, t = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    def kl_rows(a, b):  # mean over rows of KL(softmax(b) || softmax(a))
+        p, q = b.softmax(1), a.softmax(1)
+        return (p * (p.log() - q.log())).sum(1).mean()
+    expected = (kl_rows(s, t) + kl_rows(s.T, t.T)) / 2
+    assert similarity_distillation_loss(s, t).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_interpolation_ends_are_exact(micro_model):
+    a = {k: v.clone() for k, v in micro_model[0].state_dict().items()}
+    b = {k: (v + 1.5 if v.is_floating_point() else v.clone()) for k, v in a.items()}
+    assert all(torch.equal(interpolate_state_dicts(a, b, 0.0)[k], a[k]) for k in a)
+    assert all(torch.equal(interpolate_state_dicts(a, b, 1.0)[k], b[k]) for k in a)
+    mid = interpolate_state_dicts(a, b, 0.5)
+    assert torch.allclose(mid["logit_scale"], a["logit_scale"] + 0.75)
+    with pytest.raises(ValueError, match="keys"):
+        interpolate_state_dicts(a, {k: v for k, v in b.items() if k != "logit_scale"}, 0.5)
+
+
+def _patching_step(tiny_world, tmp_path, grid, tag):
+    cfg = micro_config(budget_samples=48, batch_size=16)
+    cfg["methods"]["patching"]["alpha_grid"] = grid
+    steps_dir = tiny_world / "steps"
+    shards = {s: step_shards(steps_dir, s, "train") for s in STEPS}
+    val = {s: step_shards(steps_dir, s, "val") for s in STEPS}
+    common = dict(shards_by_step=shards, val_shards_by_step=val)
+    first = tmp_path / "t0.pt"
+    if not first.exists():
+        train_step(cfg, method_name="patching", step="2014", init_checkpoint=None, out_model=str(first),
+                   out_log=str(tmp_path / "t0.csv"), out_compute=str(tmp_path / "t0.json"), **common)
+    train_step(cfg, method_name="patching", step="2015", init_checkpoint=str(first),
+               out_model=str(tmp_path / f"{tag}.pt"), out_log=str(tmp_path / f"{tag}.csv"),
+               out_compute=str(tmp_path / f"{tag}.json"), **common)
+    return (torch.load(first, weights_only=True), torch.load(tmp_path / f"{tag}.pt", weights_only=True),
+            json.loads((tmp_path / f"{tag}.json").read_text()))
+
+
+def test_patching_alpha_zero_keeps_the_previous_patched_model(tiny_world, tmp_path):
+    before, after, compute = _patching_step(tiny_world, tmp_path, [0.0], "zero")
+    assert compute["method_info"]["alpha"] == 0.0
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    _, tuned, compute = _patching_step(tiny_world, tmp_path, [1.0], "one")
+    assert compute["method_info"]["alpha"] == 1.0
+    assert not all(torch.equal(before[k], tuned[k]) for k in before)  # alpha = 1: the fine-tuned weights
+
+
+def test_patching_alpha_search_reads_validation_data_only(tiny_world, tmp_path, monkeypatch):
+    read = []
+    real = ticlip_core.evaluate.encode_eval_set
+    def spy(model, tokenizer, shards, *args, **kwargs):
+        read.extend(shards)
+        return real(model, tokenizer, shards, *args, **kwargs)
+    monkeypatch.setattr(ticlip_core.evaluate, "encode_eval_set", spy)
+    grid = [0.0, 0.5, 1.0]
+    _, _, compute = _patching_step(tiny_world, tmp_path, grid, "search")
+    info = compute["method_info"]
+    assert info["selection_steps"] == ["2014"]  # the previous steps only
+    assert set(info["alpha_scores"]) == {"0.0", "0.5", "1.0"} and info["alpha"] in grid
+    assert info["alpha_scores"][str(info["alpha"])] == max(info["alpha_scores"].values())
+    expected = step_shards(tiny_world / "steps", "2014", "val")
+    assert read and set(read) == set(expected)  # never a test (or training) shard
+    assert compute["extra_macs"] > 0  # the search's forward passes are counted

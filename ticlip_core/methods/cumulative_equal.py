@@ -1,0 +1,10 @@
+from . import register
+from .replay import ReplayMethod
+
+
+@register
+class CumulativeEqual(ReplayMethod):
+    """Cumulative-Equal: warm start, new data plus a buffer of D old samples split equally (TiC-CLIP Sec. 4)."""
+
+    name = "cumulative_equal"
+    allocation = "equal"

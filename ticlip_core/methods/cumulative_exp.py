@@ -1,0 +1,10 @@
+from . import register
+from .replay import ReplayMethod
+
+
+@register
+class CumulativeExp(ReplayMethod):
+    """Cumulative-Exp: warm start, new data plus a buffer of D old samples halved per step (TiC-CLIP Sec. 4)."""
+
+    name = "cumulative_exp"
+    allocation = "exp"
