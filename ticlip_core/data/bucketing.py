@@ -113,6 +113,8 @@ def write_step_shards(assigned: pd.DataFrame, shard_dir: str | Path, out_dir: st
     """
     import webdataset as wds
 
+    from .shards import TAR_MTIME
+
     out_dir = Path(out_dir)
     where = {k: (st, sp) for k, st, sp in zip(assigned["key"], assigned["step"], assigned["split"])}
     writers: dict[tuple[str, str], wds.ShardWriter] = {}
@@ -129,8 +131,10 @@ def write_step_shards(assigned: pd.DataFrame, shard_dir: str | Path, out_dir: st
             if (step, split) not in writers:
                 d = out_dir / step / split
                 d.mkdir(parents=True, exist_ok=True)
+                # an integer mtime: no per-member pax header (parsing those doubled tar read time)
+                # and the same bytes on every run
                 writers[(step, split)] = wds.ShardWriter(str(d / "%05d.tar"), maxcount=samples_per_shard,
-                                                         verbose=0)
+                                                         verbose=0, mtime=TAR_MTIME)
             writers[(step, split)].write({k: v for k, v in sample.items() if not k.startswith("__") or k == "__key__"})
     for w in writers.values():
         w.close()
