@@ -45,6 +45,16 @@ def train_inputs(wildcards):
     return inputs
 
 
+def evals_of(runs):
+    """Every evaluation CSV of ``runs`` (one per checkpoint)."""
+    return expand(f"{TIC}/evals/{{run}}/{{step}}.csv", run=runs, step=STEPS)
+
+
+def compute_of(runs):
+    """Every ``compute.json`` of ``runs`` (one per training step)."""
+    return expand(f"{TIC}/models/{{run}}/{{step}}/compute.json", run=runs, step=STEPS)
+
+
 def tic_outputs():
     """Every final output of the TiC study: tables and figures."""
     outputs = [

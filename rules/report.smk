@@ -2,14 +2,6 @@
 # curves and the compute-vs-performance figure.
 
 
-def evals_of(runs):
-    return expand(f"{TIC}/evals/{{run}}/{{step}}.csv", run=runs, step=STEPS)
-
-
-def compute_of(runs):
-    return expand(f"{TIC}/models/{{run}}/{{step}}/compute.json", run=runs, step=STEPS)
-
-
 rule tic_table:
     input:
         evals=evals_of(METHODS),

@@ -12,7 +12,7 @@ from ticlip_core.models import create_model, load_checkpoint
 from ticlip_core.train import train_step
 
 POOL = 100
-MARGIN = 0.8  # last-step Recall@1 must be at most 80% of the first step's (measured: 0.70)
+MARGIN = 0.8  # last-step Recall@1 must be at most 80% of the first step's (measured: 0.51)
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def first_step_model(tmp_path_factory):
     steps = parse_steps(["2014-2016", "2021"])  # 2017-2020 are counted as outside the steps
     assigned = assign_steps(read_shard_metadata(root / "shards"), steps, 0.0, 0.3)
     write_step_shards(assigned, root / "shards", root / "steps", 500)
-    cfg = micro_config(budget_samples=16000, batch_size=64, lr=0.005, warmup_iterations=10, shuffle_buffer=500,
+    cfg = micro_config(budget_samples=16000, batch_size=64, lr=0.002, warmup_iterations=10, shuffle_buffer=500,
                        log_every=50)
     cfg["model"]["name"] = "ticlip-vit-tiny"
     cfg["tic"]["steps"] = ["2014-2016", "2021"]
@@ -46,5 +46,5 @@ def test_retrieval_drops_from_first_to_last_step(first_step_model):
         r1[step] = recall_at_k(enc.image_features, enc.text_features, [1], POOL)["mean_R@1"]
     chance = 1 / POOL
     print(f"Recall@1 first step {r1['2014-2016']:.3f}, last step {r1['2021']:.3f}, chance {chance:.4f}")
-    assert r1["2014-2016"] > 4 * chance  # measured: 6x
+    assert r1["2014-2016"] > 4 * chance  # measured: 12x (0.117 vs chance 0.010)
     assert r1["2021"] < MARGIN * r1["2014-2016"]

@@ -61,8 +61,8 @@ def test_nan_loss_fails_naming_the_step_and_keeps_the_last_checkpoint(tiny_world
         name = "exploding_test"
         warm_start = True
         def extra_loss(self, ctx, batch, outputs):
-            ctx.extra["calls"] = ctx.extra.get("calls", 0) + 1
-            return torch.tensor(float("nan")) if ctx.extra["calls"] == 2 else None
+            ctx.info["calls"] = ctx.info.get("calls", 0) + 1
+            return torch.tensor(float("nan")) if ctx.info["calls"] == 2 else None
     try:
         cfg = micro_config(budget_samples=64, batch_size=16)
         shards = {s: step_shards(tiny_world / "steps", s, "train") for s in ("2014", "2015")}

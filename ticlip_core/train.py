@@ -103,8 +103,10 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
     method = get_method(method_name, **config.get("methods", {}).get(method_name, {}))
     torch.set_num_threads(tcfg["threads"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    # the seed ignores run_name: an ablation variant starts from the same init and data order
-    seed = derived_seed(config["seed"], method_name, step)
+    # One seed per step, shared by every method and run (common random numbers): at the first
+    # step all methods train identically, so they start from the same model, and later
+    # differences come from the methods rather than from initialisation luck.
+    seed = derived_seed(config["seed"], step)
     torch.manual_seed(seed)
 
     model, _, _, tokenizer = create_model(config["model"]["name"], config["model"]["pretrained"],
