@@ -122,17 +122,17 @@ def plot_compute_vs_performance(
     fig, axes = _new_figure(*figsize, ncols=2)
     x = table_df["Compute (GMACs)"].to_numpy(dtype=float)
     log_x = bool(np.all(x > 0) and x.max() >= 10 * x.min())
+    markers = "osD^v<>PX*"
     for ax, col in zip(axes, ("Static avg", "Retrieval ID")):
         y = 100 * table_df[col].to_numpy(dtype=float)
-        ax.scatter(x, y)
-        for xi, yi, name in zip(x, y, table_df["Method"]):
-            if np.isfinite(yi):
-                ax.annotate(str(name), (xi, yi), textcoords="offset points", xytext=(4, 4),
-                            fontsize="small")
+        # one marker and colour per method and a legend: methods at equal compute overlap
+        for k, (xi, yi, name) in enumerate(zip(x, y, table_df["Method"])):
+            ax.scatter([xi], [yi], marker=markers[k % len(markers)], s=50, alpha=0.8, label=str(name))
         if log_x:
             ax.set_xscale("log")
-        ax.margins(x=0.25, y=0.15)  # room for the method labels
+        ax.margins(x=0.1, y=0.1)
         ax.set_xlabel("total compute (GMACs)")
         ax.set_ylabel(f"{col} (%)")
         ax.grid(True, alpha=0.3)
+    axes[-1].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
     return _save(fig, path)
