@@ -14,7 +14,8 @@ BENCH = f"{RESULTS}/benchmarks"
 # Checked here, while the DAG is built, so a bad config fails before any job runs.
 STEPS = [s.name for s in parse_steps(config["tic"]["steps"])]
 METHODS = list(config["tic"]["methods"])
-_unknown = sorted(set(METHODS + [config["tic"]["lr_ablation"]["method"] or METHODS[0]]) - set(available_methods()))
+_named = METHODS + [m for m in [config["tic"]["lr_ablation"]["method"]] if m]
+_unknown = sorted(set(_named) - set(available_methods()))
 if _unknown:
     raise ValueError(
         f"tic.methods / tic.lr_ablation.method: unknown method(s) {', '.join(_unknown)}; "

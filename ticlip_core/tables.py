@@ -8,6 +8,7 @@ DESIGN.md section 4).
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Sequence
@@ -354,7 +355,5 @@ def read_eval_rows(paths: Sequence) -> pd.DataFrame:
 
 def read_compute_records(paths: Sequence) -> pd.DataFrame:
     """One row per ``compute.json`` written by a training job, ``step`` renamed ``train_step``."""
-    import json
-
     records = [json.loads(Path(p).read_text()) for p in paths]
     return pd.DataFrame(records).rename(columns={"step": "train_step"})

@@ -118,8 +118,8 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
         load_checkpoint(model, init_checkpoint)
         init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.train()
-    image_size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
-    forward_macs = forward_macs_per_sample(model, image_size, getattr(model, "context_length", 77))
+    pixels = PixelSpec.of(model)
+    forward_macs = forward_macs_per_sample(model, pixels.size, getattr(model, "context_length", 77))
 
     plan = method.data_plan(t, steps, new_step_size=len(shard_keys(shards_by_step[step])))
     replay_counts = {s: n for s, n in plan.items() if n is not None}
@@ -141,7 +141,7 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
     method.before_step(ctx)
 
     replayed_shards = {sh for s in replay for sh in shards_by_step[s]}
-    batches = train_batches(shards, batch_size=tcfg["batch_size"], pixels=PixelSpec.of(model), tokenizer=tokenizer,
+    batches = train_batches(shards, batch_size=tcfg["batch_size"], pixels=pixels, tokenizer=tokenizer,
                             num_samples=budget, seed=seed, shuffle_buffer=tcfg["shuffle_buffer"],
                             keep_keys={k for keys in replay.values() for k in keys} if replay else None,
                             restricted_shards=replayed_shards)
