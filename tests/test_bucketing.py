@@ -30,12 +30,13 @@ def test_counts_are_conserved_and_rows_land_once():
     a = assign_steps(m, STEPS, 0.05, 0.1)
     s = summarise(a, STEPS)
     assert s["rows_in"] == 3000
-    assert s["quarantined_bad_timestamp"] == 3
+    assert s["bad_timestamp"] == 3
     # 2013 and 2019 rows: 2 of every 7 years, minus the bad-timestamp rows among them
     expected_outside = sum(1 for i in range(3000) if 2013 + (i % 7) in (2013, 2019) and i not in (5, 6, 7))
     assert s["outside_steps"] == expected_outside
-    placed = sum(sum(v.values()) for v in s["steps"].values())
-    assert placed + s["outside_steps"] + s["quarantined_bad_timestamp"] == 3000
+    placed = sum(v[sp] for v in s["steps"].values() for sp in ("train", "val", "test"))
+    assert placed == sum(v["rows"] for v in s["steps"].values())
+    assert placed + s["outside_steps"] + s["bad_timestamp"] == 3000
     # each year's rows go to the right step
     y2015 = a[a["timestamp"].dt.year == 2015]
     assert set(y2015["step"]) == {"2014-2016"}
@@ -72,3 +73,44 @@ def test_failed_downloads_are_counted_not_placed():
                       "status": ["success", "failed_to_download", "success"]})
     a = assign_steps(m, STEPS, 0.0, 0.0)
     assert list(a["excluded"]) == [None, "download_failed", None]
+
+
+def test_failed_downloads_are_counted_per_step():
+    m = pd.DataFrame({"key": [f"k{i}" for i in range(40)],
+                      "timestamp": ["2017-01-01T00:00:00Z"] * 20 + ["2018-05-01T00:00:00Z"] * 20,
+                      "status": (["success"] * 17 + ["failed_to_download"] * 3
+                                 + ["success"] * 19 + ["failed_to_resize"])})
+    s = summarise(assign_steps(m, STEPS[1:], 0.0, 0.0), STEPS[1:])
+    assert s["steps"]["2017"] == {"rows": 20, "download_failed": 3, "duplicate_of_test": 0,
+                                  "train": 17, "val": 0, "test": 0}
+    assert s["steps"]["2018"]["download_failed"] == 1 and s["download_failed"] == 4
+
+
+def test_training_duplicates_of_any_test_image_are_removed_and_counted():
+    keys = [f"k{i}" for i in range(400)]
+    m = pd.DataFrame({"key": keys, "timestamp": ["2017-03-01T00:00:00Z"] * 200 + ["2018-03-01T00:00:00Z"] * 200,
+                      "sha256": [f"h{i}" for i in range(400)]})
+    a = assign_steps(m, STEPS[1:], 0.0, 0.2)
+    test_rows = a.index[a["split"] == "test"]
+    train_rows = a.index[a["split"] == "train"]
+    # three training images copy test images: one of their own step, two of the other step
+    same = next(i for i in train_rows if i < 200)
+    other = [i for i in train_rows if i >= 200][:2]
+    src = [next(i for i in test_rows if i < 200), next(i for i in test_rows if i < 200), next(i for i in test_rows if i >= 200)]
+    for dst, s_ in zip([same, *other], src):
+        m.loc[dst, "sha256"] = m.loc[s_, "sha256"]
+    a = assign_steps(m, STEPS[1:], 0.0, 0.2)
+    s = summarise(a, STEPS[1:])
+    assert set(a.index[a["excluded"] == "duplicate_of_test"]) == {same, *other}
+    assert s["duplicate_of_test"] == 3
+    assert s["steps"]["2017"]["duplicate_of_test"] == 1 and s["steps"]["2018"]["duplicate_of_test"] == 2
+    # the test copies themselves stay in the test split
+    assert (a.loc[src, "split"] == "test").all()
+    assert assign_steps(m, STEPS[1:], 0.0, 0.2, dedup_against_test=False)["excluded"].isna().all()
+
+
+def test_split_hashes_the_sample_id_when_there_is_one():
+    m = pd.DataFrame({"key": ["000", "001"], "sample_id": ["uid-a", "uid-b"],
+                      "timestamp": ["2017-01-01T00:00:00Z"] * 2})
+    a = assign_steps(m, STEPS, 0.3, 0.3)
+    assert list(a["split"]) == [split_of_key("uid-a", 0.3, 0.3), split_of_key("uid-b", 0.3, 0.3)]

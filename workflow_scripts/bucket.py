@@ -8,8 +8,8 @@ from ticlip_core.workflow_io import logged
 with logged(snakemake.log[0]):
     steps = parse_steps(snakemake.params.steps)
     split = snakemake.params.split
-    assigned = assign_steps(read_shard_metadata(snakemake.input.shards), steps,
-                            split["val_fraction"], split["test_fraction"])
+    assigned = assign_steps(read_shard_metadata(snakemake.input.shards), steps, split["val_fraction"],
+                            split["test_fraction"], dedup_against_test=snakemake.params.dedup_against_test)
     summary = summarise(assigned, steps)
     write_step_shards(assigned, snakemake.input.shards, snakemake.output.steps, snakemake.params.samples_per_shard)
     assigned.to_parquet(snakemake.output.manifest, index=False)

@@ -1,8 +1,9 @@
 """Timestamp bucketing: manifest rows -> the config's declared steps and train/val/test splits.
 
 Steps are declared in the config, never guessed from the data. Every row ends in exactly one
-(step, split), or is counted as outside all steps, or is quarantined for a missing or
-unparseable timestamp; ``summarise`` checks that these counts add up to the rows read.
+(step, split), or is excluded with its reason (outside all steps, a missing or unparseable
+timestamp, a failed download, a training duplicate of a test image); ``summarise`` checks that
+these counts add up to the rows read.
 """
 from __future__ import annotations
 
@@ -53,13 +54,21 @@ def split_of_key(key: str, val_fraction: float, test_fraction: float) -> str:
     return "train"
 
 
+# Why a row is not in any step's split. Rows with a step but excluded (failed downloads, training
+# duplicates of test images) keep their step, so the data report can count them per step.
+EXCLUSION_REASONS = ("bad_timestamp", "outside_steps", "download_failed", "duplicate_of_test")
+
+
 def assign_steps(manifest: pd.DataFrame, steps: list[Step], val_fraction: float,
-                 test_fraction: float) -> pd.DataFrame:
+                 test_fraction: float, dedup_against_test: bool = True) -> pd.DataFrame:
     """Add ``timestamp`` (UTC), ``step``, ``split`` and ``excluded`` columns to a copy of ``manifest``.
 
-    ``excluded`` is ``None`` for a row in a step, ``"outside_steps"`` for a valid timestamp in
-    no declared step, ``"bad_timestamp"`` for a missing or unparseable one, and
-    ``"download_failed"`` for a row whose img2dataset ``status`` is not ``success``.
+    ``split`` hashes ``sample_id`` when the manifest has one (real data: the metadata's stable
+    id, set when the manifest was built) and ``key`` otherwise. ``excluded`` is ``None`` for a
+    row that is used, else one of ``EXCLUSION_REASONS``: ``bad_timestamp`` (missing or
+    unparseable), ``outside_steps`` (no declared step), ``download_failed`` (img2dataset
+    ``status`` is not ``success``) or ``duplicate_of_test`` (a training row whose image bytes,
+    by ``sha256``, equal those of a test row of any step).
     """
     if manifest["key"].duplicated().any():
         dup = manifest.loc[manifest["key"].duplicated(), "key"].iloc[0]
@@ -74,27 +83,39 @@ def assign_steps(manifest: pd.DataFrame, steps: list[Step], val_fraction: float,
     out["excluded"] = None
     out.loc[ts.isna(), "excluded"] = "bad_timestamp"
     out.loc[ts.notna() & out["step"].isna(), "excluded"] = "outside_steps"
-    if "status" in out.columns:
-        out.loc[out["status"] != "success", "excluded"] = "download_failed"
-    out.loc[out["excluded"].notna(), "step"] = None
+    ids = out["sample_id"] if "sample_id" in out.columns else out["key"]
     out["split"] = [split_of_key(k, val_fraction, test_fraction) if s is not None else None
-                    for k, s in zip(out["key"], out["step"])]
+                    for k, s in zip(ids, out["step"])]
+    if "status" in out.columns:
+        out.loc[out["step"].notna() & (out["status"] != "success"), "excluded"] = "download_failed"
+    if dedup_against_test and "sha256" in out.columns:
+        used = out["excluded"].isna()
+        test_hashes = out.loc[used & (out["split"] == "test"), "sha256"].dropna()
+        dup = used & (out["split"] == "train") & out["sha256"].isin(set(test_hashes))
+        out.loc[dup, "excluded"] = "duplicate_of_test"
+    out.loc[out["excluded"].notna(), "split"] = None
     return out
 
 
 def summarise(assigned: pd.DataFrame, steps: list[Step]) -> dict:
-    """Counts per step and split, outside and quarantined rows; fails if they do not add up."""
-    counts = assigned.groupby(["step", "split"]).size()
-    per_step = {s.name: {sp: int(counts.get((s.name, sp), 0)) for sp in SPLITS} for s in steps}
+    """Counts per step (rows, failed downloads, test duplicates, and each split) and of rows
+    in no step; fails if they do not add up to the rows read, or if a step has no training data."""
+    used = assigned[assigned["excluded"].isna()]
+    counts = used.groupby(["step", "split"]).size()
+    lost = assigned[assigned["step"].notna()].groupby(["step", "excluded"]).size()
+    rows = assigned.groupby("step").size()
+    per_step = {s.name: {"rows": int(rows.get(s.name, 0)),
+                         "download_failed": int(lost.get((s.name, "download_failed"), 0)),
+                         "duplicate_of_test": int(lost.get((s.name, "duplicate_of_test"), 0)),
+                         **{sp: int(counts.get((s.name, sp), 0)) for sp in SPLITS}}
+                for s in steps}
     summary = {
         "rows_in": int(len(assigned)),
-        "outside_steps": int((assigned["excluded"] == "outside_steps").sum()),
-        "quarantined_bad_timestamp": int((assigned["excluded"] == "bad_timestamp").sum()),
-        "download_failed": int((assigned["excluded"] == "download_failed").sum()),
+        **{reason: int((assigned["excluded"] == reason).sum()) for reason in EXCLUSION_REASONS},
         "steps": per_step,
     }
-    placed = sum(sum(v.values()) for v in per_step.values())
-    excluded = summary["outside_steps"] + summary["quarantined_bad_timestamp"] + summary["download_failed"]
+    placed = sum(v[sp] for v in per_step.values() for sp in SPLITS)
+    excluded = sum(summary[r] for r in EXCLUSION_REASONS)
     if placed + excluded != summary["rows_in"]:
         raise AssertionError(f"bucketing lost rows: {summary}")
     empty = [name for name, v in per_step.items() if v["train"] == 0]
@@ -126,7 +147,7 @@ def write_step_shards(assigned: pd.DataFrame, shard_dir: str | Path, out_dir: st
                 raise ValueError(f"{tar.name}: sample '{key}' is not in the manifest")
             seen.add(key)
             step, split = where[key]
-            if step is None:
+            if split is None:  # excluded: stays in the manifest with its reason
                 continue
             if (step, split) not in writers:
                 d = out_dir / step / split
@@ -138,11 +159,11 @@ def write_step_shards(assigned: pd.DataFrame, shard_dir: str | Path, out_dir: st
             writers[(step, split)].write({k: v for k, v in sample.items() if not k.startswith("__") or k == "__key__"})
     for w in writers.values():
         w.close()
-    missing = [k for k, (st, _) in where.items() if st is not None and k not in seen]
+    missing = [k for k, (_, sp) in where.items() if sp is not None and k not in seen]
     if missing:
         raise ValueError(f"{len(missing)} manifest rows have no image in the shards (first: '{missing[0]}')")
     return {st: {sp: sorted(str(p) for p in (out_dir / st / sp).glob("*.tar")) for sp in SPLITS}
-            for st in assigned["step"].dropna().unique()}
+            for st in assigned.loc[assigned["split"].notna(), "step"].unique()}
 
 
 def step_shards(steps_dir: str | Path, step: str, split: str) -> list[str]:
