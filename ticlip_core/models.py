@@ -27,22 +27,52 @@ def _is_local_checkpoint(pretrained: str | None) -> bool:
     return pretrained is not None and (os.sep in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors")))
 
 
+def check_pretrained(name: str, pretrained: str | None) -> None:
+    """Fail early, naming the problem, for a missing local checkpoint or a tag open_clip does not know."""
+    register_model_configs()
+    if pretrained is None:
+        return
+    if _is_local_checkpoint(pretrained):
+        if not Path(pretrained).is_file():
+            raise FileNotFoundError(f"model.pretrained: local checkpoint '{pretrained}' does not exist")
+        return
+    if not open_clip.get_pretrained_cfg(name, pretrained):
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        raise ValueError(f"model.pretrained: '{pretrained}' is neither an open_clip pretrained tag of {name} "
+                         f"(known: {', '.join(tags) or 'none'}) nor a local checkpoint path")
+
+
 def create_model(name: str, pretrained: str | None = None, device: str | torch.device = "cpu",
-                 image_size: int | None = None, seed: int = 0):
+                 image_size: int | None = None, seed: int = 0, load_weights: bool = True):
     """Create an open_clip model by name and return ``(model, preprocess_train, preprocess_val, tokenizer)``.
 
     ``pretrained`` is an open_clip pretrained tag (downloaded by open_clip, so it needs the
-    internet), or a path to a local checkpoint, or ``None`` for a random initialisation drawn
-    from ``seed`` (the global RNG state is left as it was).
+    internet), a path to a local checkpoint (a state dict, as open_clip's or this pipeline's
+    ``model.pt``), or ``None`` for a random initialisation drawn from ``seed`` (the global RNG
+    state is left as it was). With ``load_weights=False`` the weights stay random but a tag's
+    preprocessing (mean, std, interpolation) is applied, so checkpoints trained from it can be
+    loaded and evaluated without downloading anything.
     """
-    register_model_configs()
-    if _is_local_checkpoint(pretrained) and not Path(pretrained).is_file():
-        raise FileNotFoundError(f"model.pretrained: local checkpoint '{pretrained}' does not exist")
+    check_pretrained(name, pretrained)
     kwargs = {"force_image_size": image_size} if image_size else {}
+    tag = pretrained if pretrained and not _is_local_checkpoint(pretrained) else None
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
-            name, pretrained=pretrained, device=device, output_dict=True, **kwargs)
+        try:
+            model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained if load_weights else None, device=device, output_dict=True, **kwargs)
+        except RuntimeError as err:
+            if tag and load_weights and "Failed to download" in str(err):
+                raise RuntimeError(
+                    f"model.pretrained: open_clip could not download the '{tag}' weights of {name}; this needs "
+                    "the internet (none here?). Offline, fetch the checkpoint on a connected machine "
+                    "(open_clip_pytorch_model.bin from the tag's Hugging Face repo) and set model.pretrained "
+                    f"to its local path. ({err})") from err
+            raise
+    if tag and not load_weights:
+        cfg = open_clip.factory.merge_preprocess_dict(open_clip.get_model_preprocess_cfg(model),
+                                                      open_clip.get_pretrained_cfg(name, tag))
+        open_clip.set_model_preprocess_cfg(model, cfg)
     tokenizer = open_clip.get_tokenizer(name)
     return model, preprocess_train, preprocess_val, tokenizer
 
