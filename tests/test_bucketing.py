@@ -109,8 +109,16 @@ def test_training_duplicates_of_any_test_image_are_removed_and_counted():
     assert assign_steps(m, STEPS[1:], 0.0, 0.2, dedup_against_test=False)["excluded"].isna().all()
 
 
-def test_split_hashes_the_sample_id_when_there_is_one():
-    m = pd.DataFrame({"key": ["000", "001"], "sample_id": ["uid-a", "uid-b"],
-                      "timestamp": ["2017-01-01T00:00:00Z"] * 2})
+def test_real_data_keeps_the_split_the_manifest_builder_gave():
+    m = pd.DataFrame({"key": ["000", "001", "002"], "sample_id": ["uid-a", "uid-b", "uid-c"],
+                      "split": ["test", "train", "val"],
+                      "timestamp": ["2017-01-01T00:00:00Z", "2017-01-01T00:00:00Z", "2030-01-01T00:00:00Z"]})
     a = assign_steps(m, STEPS, 0.3, 0.3)
-    assert list(a["split"]) == [split_of_key("uid-a", 0.3, 0.3), split_of_key("uid-b", 0.3, 0.3)]
+    assert list(a["split"]) == ["test", "train", None]
+
+
+def test_a_naive_timestamp_after_an_offset_one_is_still_utc():
+    # pandas 2.3's to_datetime(format="ISO8601") would read the second in the first's offset
+    m = pd.DataFrame({"key": ["a", "b"], "timestamp": ["2017-12-31T20:00:00-07:30", "2017-12-31T20:00:00"]})
+    a = assign_steps(m, STEPS, 0.0, 0.0)
+    assert list(a["step"]) == ["2018", "2017"]

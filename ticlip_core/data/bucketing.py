@@ -12,7 +12,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+
+from .timestamps import parse_timestamps
 
 SPLITS = ("train", "val", "test")
 _STEP_RE = re.compile(r"^(\d{4})(?:-(\d{4}))?$")
@@ -54,6 +57,22 @@ def split_of_key(key: str, val_fraction: float, test_fraction: float) -> str:
     return "train"
 
 
+def split_indices(keys: np.ndarray | list, val_fraction: float, test_fraction: float) -> np.ndarray:
+    """Index into ``SPLITS`` (0 train, 1 val, 2 test) of each key; equal to ``split_of_key``.
+
+    The same blake2b hash as split_of_key, with the thresholds applied in NumPy. uint64 ->
+    float64 rounds to nearest like Python's int/int division, and dividing by 2**64 is exact,
+    so every key gets the same split.
+    """
+    blake2b = hashlib.blake2b
+    digests = b"".join([blake2b(str(k).encode(), digest_size=8).digest() for k in keys])
+    u = np.frombuffer(digests, dtype=">u8").astype(np.float64) / 2.0**64
+    out = np.zeros(len(u), np.int8)
+    out[u < test_fraction + val_fraction] = 1
+    out[u < test_fraction] = 2
+    return out
+
+
 # Why a row is not in any step's split. Rows with a step but excluded (failed downloads, training
 # duplicates of test images) keep their step, so the data report can count them per step.
 EXCLUSION_REASONS = ("bad_timestamp", "outside_steps", "download_failed", "duplicate_of_test")
@@ -63,8 +82,8 @@ def assign_steps(manifest: pd.DataFrame, steps: list[Step], val_fraction: float,
                  test_fraction: float, dedup_against_test: bool = True) -> pd.DataFrame:
     """Add ``timestamp`` (UTC), ``step``, ``split`` and ``excluded`` columns to a copy of ``manifest``.
 
-    ``split`` hashes ``sample_id`` when the manifest has one (real data: the metadata's stable
-    id, set when the manifest was built) and ``key`` otherwise. ``excluded`` is ``None`` for a
+    ``split`` hashes ``key``, except for real data, whose manifest builder has already hashed
+    the metadata's stable ``sample_id`` and whose rows carry that ``split`` through the download. ``excluded`` is ``None`` for a
     row that is used, else one of ``EXCLUSION_REASONS``: ``bad_timestamp`` (missing or
     unparseable), ``outside_steps`` (no declared step), ``download_failed`` (img2dataset
     ``status`` is not ``success``) or ``duplicate_of_test`` (a training row whose image bytes,
@@ -74,7 +93,7 @@ def assign_steps(manifest: pd.DataFrame, steps: list[Step], val_fraction: float,
         dup = manifest.loc[manifest["key"].duplicated(), "key"].iloc[0]
         raise ValueError(f"manifest: key '{dup}' appears more than once")
     out = manifest.copy()
-    ts = pd.to_datetime(out["timestamp"], utc=True, errors="coerce", format="ISO8601")
+    ts, _ = parse_timestamps(out["timestamp"], unit="iso")  # not pd.to_datetime: see timestamps.py
     year = ts.dt.year
     out["timestamp"] = ts
     out["step"] = None
@@ -83,9 +102,15 @@ def assign_steps(manifest: pd.DataFrame, steps: list[Step], val_fraction: float,
     out["excluded"] = None
     out.loc[ts.isna(), "excluded"] = "bad_timestamp"
     out.loc[ts.notna() & out["step"].isna(), "excluded"] = "outside_steps"
-    ids = out["sample_id"] if "sample_id" in out.columns else out["key"]
-    out["split"] = [split_of_key(k, val_fraction, test_fraction) if s is not None else None
-                    for k, s in zip(ids, out["step"])]
+    in_step = out["step"].notna().to_numpy()
+    split = np.full(len(out), None, dtype=object)
+    if "sample_id" in out.columns and "split" in out.columns:
+        # real data: the manifest builder already hashed sample_id (same function, same fractions)
+        split[in_step] = out["split"].to_numpy(dtype=object)[in_step]
+    else:
+        ids = out["key"].to_numpy(dtype=object)[in_step]
+        split[in_step] = np.array(SPLITS, dtype=object)[split_indices(ids, val_fraction, test_fraction)]
+    out["split"] = split
     if "status" in out.columns:
         out.loc[out["step"].notna() & (out["status"] != "success"), "excluded"] = "download_failed"
     if dedup_against_test and "sha256" in out.columns:

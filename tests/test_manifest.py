@@ -1,0 +1,184 @@
+"""build_manifest: every row lands in a step or is excluded with its reason; splits match split_of_key."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ticlip_core.data.bucketing import parse_steps, split_of_key
+from ticlip_core.data.bucketing import split_indices
+from ticlip_core.data.manifest import REASONS, build_manifest
+from ticlip_core.data.metadata import PRESETS, read_metadata
+
+STEPS = parse_steps(["2014-2015", "2016", "2017-2018"])
+COLUMNS = {"url": "url", "caption": "caption", "id": "id"}
+
+
+def build(meta, steps=STEPS, columns=COLUMNS, timestamp=None, val=0.05, test=0.1):
+    return build_manifest(meta, steps=steps, columns=columns, timestamp=timestamp or {"column": "ts", "unit": "auto"},
+                          val_fraction=val, test_fraction=test)
+
+
+def metadata(n=3000, seed=0) -> pd.DataFrame:
+    """n rows over 2013..2019 in mixed timestamp formats, plus one row per exclusion reason."""
+    rng = np.random.default_rng(seed)
+    years = 2013 + np.arange(n) % 7
+    secs = np.array([np.datetime64(f"{y}-03-01", "s").astype(np.int64) for y in years]) + rng.integers(0, 200 * 86400, n)
+    fmt = np.arange(n) % 4
+    ts = np.where(fmt == 0, np.char.add(np.datetime_as_string(secs.astype("M8[s]"), unit="s"), "Z"),
+                  np.where(fmt == 1, secs.astype(str), np.where(fmt == 2, (secs * 1000).astype(str), years.astype(str))))
+    meta = pd.DataFrame({"id": [f"k{i:06d}" for i in range(n)], "url": [f"http://x/{i}.jpg" for i in range(n)],
+                         "caption": [f"caption {i}" for i in range(n)], "ts": ts.astype(object)})
+    meta.loc[1, "url"] = None
+    meta.loc[2, "url"] = "  "
+    meta.loc[3, "id"] = None
+    meta.loc[4, "ts"] = None
+    meta.loc[5, "ts"] = ""
+    meta.loc[6, "ts"] = "not a date"
+    meta.loc[9, "id"] = meta.loc[8, "id"]     # rows 8 (2014) and 9 (2015): 9 is the duplicate
+    return meta
+
+
+def expected_reasons(meta: pd.DataFrame) -> dict:
+    year = 2013 + meta.index % 7
+    outside = ((year == 2013) | (year == 2019)) & ~meta.index.isin(range(1, 7))
+    return {"missing_url": 2, "missing_id": 1, "missing_timestamp": 2, "unparseable_timestamp": 1,
+            "no_year_for_key": 0, "duplicate_id": 1, "outside_steps": int(outside.sum())}
+
+
+def test_counts_per_reason_and_nothing_lost():
+    meta = metadata()
+    prepared, excluded, summary = build(meta)
+    assert summary["rows_in"] == len(meta) == len(prepared) + len(excluded)
+    assert summary["excluded"] == expected_reasons(meta)
+    assert excluded["reason"].value_counts().to_dict() == {k: v for k, v in expected_reasons(meta).items() if v}
+    assert excluded.loc[excluded["id"] == "k000008", "reason"].tolist() == ["duplicate_id"]
+    assert prepared.loc[prepared["id"] == "k000008", "timestamp"].str.startswith("2014").all()  # first kept
+    assert prepared["sample_id"].is_unique and "k000008" in set(prepared["sample_id"])
+    assert sum(s["rows"] for s in summary["steps"].values()) == summary["rows_prepared"] == len(prepared)
+    for name, s in summary["steps"].items():
+        assert s["rows"] == s["train"] + s["val"] + s["test"] == (prepared["step"] == name).sum()
+    assert summary["years_found"] == [2013, 2019]
+    # input order kept; all input columns in both outputs
+    assert prepared["sample_id"].tolist() == sorted(prepared["sample_id"])
+    assert list(prepared.columns) == ["id", "url", "caption", "ts", "timestamp", "sample_id", "step", "split"]
+    assert list(excluded.columns) == ["id", "url", "caption", "ts", "reason"]
+    assert set(excluded["reason"]) <= set(REASONS)
+    json.dumps(summary)
+
+
+def test_steps_and_timestamps_are_right():
+    meta = metadata()
+    prepared, _, _ = build(meta)
+    year = prepared["timestamp"].str.slice(0, 4).astype(int)
+    expected = np.select([year <= 2015, year == 2016], ["2014-2015", "2016"], "2017-2018")
+    assert (prepared["step"].to_numpy() == expected).all()
+    assert prepared["timestamp"].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ").all()
+    row = prepared.set_index("sample_id").loc["k000017"]           # 17 % 4 == 1: epoch seconds
+    assert row["timestamp"] == pd.Timestamp(int(row["ts"]), unit="s").strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_split_equals_split_of_key():
+    prepared, _, summary = build(metadata(), val=0.05, test=0.1)
+    expected = [split_of_key(k, 0.05, 0.1) for k in prepared["sample_id"]]
+    assert prepared["split"].tolist() == expected
+    keys = [f"key-{i}" for i in range(20000)] + ["", "ü", "0"]
+    for val, test in ((0.0, 0.0), (0.05, 0.1), (0.3, 0.3), (0.0, 0.999)):
+        got = np.array(["train", "val", "test"])[split_indices(keys, val, test)]
+        assert got.tolist() == [split_of_key(k, val, test) for k in keys]
+
+
+def test_split_is_a_function_of_the_key_only():
+    meta = metadata()
+    a, _, _ = build(meta)
+    b, _, _ = build(meta.sample(frac=1.0, random_state=4).reset_index(drop=True))
+    a, b = a.set_index("sample_id")["split"], b.set_index("sample_id")["split"]
+    common = a.index.intersection(b.index)
+    assert len(common) >= len(a) - 1               # only the duplicated id may land differently
+    assert (a[common] == b[common]).all()
+
+
+def test_url_is_the_key_without_an_id_column_and_timestamp_column_is_kept():
+    meta = metadata().drop(columns="id").rename(columns={"ts": "timestamp"})
+    prepared, excluded, summary = build(meta, columns={"url": "url", "caption": "caption", "id": None},
+                                        timestamp={"column": "timestamp"})
+    assert (prepared["sample_id"] == prepared["url"]).all()
+    assert {"timestamp", "timestamp_raw"} <= set(prepared.columns)
+    assert summary["excluded"]["missing_id"] == 0 and summary["excluded"]["duplicate_id"] == 0
+    assert "timestamp" in excluded.columns and "timestamp_raw" not in excluded.columns
+
+
+def test_empty_step_names_it_and_the_years_found():
+    with pytest.raises(ValueError, match=r"2020 \(0 rows, 0 train\).*2013-2019"):
+        build(metadata(), steps=parse_steps(["2014", "2020"]))
+    meta = metadata(n=40)
+    with pytest.raises(ValueError, match="2015.*0 train"):     # rows, but all land in val/test
+        build(meta, steps=parse_steps(["2015"]), val=0.0, test=0.999)
+
+
+def test_missing_columns_and_bad_config():
+    meta = metadata(n=50)
+    with pytest.raises(ValueError, match=r"columns.url='download'.*columns present: id, url, caption, ts"):
+        build(meta, columns={"url": "download", "caption": "caption", "id": "id"})
+    with pytest.raises(ValueError, match=r"timestamp.column='created'"):
+        build(meta, timestamp={"column": "created"})
+    with pytest.raises(ValueError, match="timestamp.unit 'days'"):
+        build(meta, timestamp={"column": "ts", "unit": "days"})
+    with pytest.raises(ValueError, match="must be >= 0 and sum to less than 1"):
+        build(meta, val=0.6, test=0.5)
+    with pytest.raises(ValueError, match="not both"):
+        build(meta, timestamp={"column": "ts", "key_to_year": "x.csv"})
+    with pytest.raises(ValueError, match="already has column.*step"):
+        build(meta.assign(step=1))
+
+
+def random_uids(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.bytes(16).hex() for _ in range(n)]
+
+
+def test_key_to_year_from_uid_files_and_tables(tmp_path):
+    uids = random_uids(400)
+    years = 2014 + np.arange(400) % 4                                     # 2014..2017
+    meta = pd.DataFrame({"uid": uids + ["nothex", random_uids(1, seed=5)[0]],
+                         "url": [f"http://x/{i}" for i in range(402)], "text": ["c"] * 402})
+    folder = tmp_path / "uid_years"
+    folder.mkdir()
+    for y in range(2014, 2018):
+        pairs = np.array([(int(u[:16], 16), int(u[16:32], 16)) for u, uy in zip(uids, years) if uy == y], np.dtype("u8,u8"))
+        np.save(folder / f"{y}.npy", np.sort(pairs))
+    preset = PRESETS["datacomp"]
+    columns = {k: preset[k] for k in ("url", "caption", "id")}
+    steps = parse_steps(["2014-2015", "2016-2017"])
+    for source in (folder, str(folder / "*.npy").replace("*.npy", ""), {y: folder / f"{y}.npy" for y in range(2014, 2018)}):
+        prepared, excluded, summary = build(meta, steps=steps, columns=columns, timestamp={"key_to_year": source})
+        assert summary["excluded"]["no_year_for_key"] == 2 and len(prepared) == 400
+        assert (prepared["timestamp"] == [f"{y}-01-01T00:00:00Z" for y in years]).all()
+    table = pd.DataFrame({"key": uids, "year": years})
+    table.to_parquet(tmp_path / "years.parquet")
+    prepared, _, summary = build(meta, steps=steps, columns=columns, timestamp={"key_to_year": tmp_path / "years.parquet"})
+    assert summary["excluded"]["no_year_for_key"] == 2
+    assert prepared["step"].tolist() == ["2014-2015" if y <= 2015 else "2016-2017" for y in years]
+    with pytest.raises(ValueError, match="needs columns.id"):
+        build(meta, steps=steps, columns={**columns, "id": None}, timestamp={"key_to_year": folder})
+
+
+def test_presets_end_to_end(tmp_path):
+    yfcc = pd.DataFrame({"photoid": [1, 2, 3, 4], "dateuploaded": [1420070400, 1451606400, 1262304000, None],
+                         "title": ["a", "b", "c", "d"], "description": ["", "", "", ""],
+                         "downloadurl": [f"http://y/{i}.jpg" for i in range(4)]})
+    yfcc.to_parquet(tmp_path / "y.parquet", index=False)
+    redcaps = {"info": {}, "annotations": [
+        {"image_id": f"r{i}", "author": "u", "url": f"https://i.redd.it/{i}.jpg", "raw_caption": "X", "caption": "x",
+         "subreddit": "pics", "score": 1, "created_utc": float(ts), "permalink": "/p"}
+        for i, ts in enumerate([1420070400, 1451606400, 1262304000])]}
+    (tmp_path / "r.json").write_text(json.dumps(redcaps))
+    for name, path in (("yfcc15m", "y.parquet"), ("redcaps", "r.json")):
+        p = PRESETS[name]
+        prepared, excluded, summary = build(
+            read_metadata(tmp_path / path), steps=parse_steps(["2015", "2016"]),
+            columns={k: p[k] for k in ("url", "caption", "id")},
+            timestamp={"column": p["timestamp_column"], "unit": p["timestamp_unit"]}, val=0.0, test=0.0)
+        assert prepared["timestamp"].tolist() == ["2015-01-01T00:00:00Z", "2016-01-01T00:00:00Z"]
+        assert summary["excluded"]["outside_steps"] == 1
+    assert prepared["sample_id"].tolist() == ["r0", "r1"]

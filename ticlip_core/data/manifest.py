@@ -1,0 +1,233 @@
+"""The manifest of a real dataset: metadata rows -> (step, split) before img2dataset downloads them.
+
+``build_manifest`` keeps every input row: a row either lands in ``prepared`` (a declared
+step and a train/val/test split) or in ``excluded`` with the reason, and the summary counts
+both. The split is ``bucketing.split_of_key(sample_id, ...)``, so it never changes between
+runs and matches the bucketing of synthetic data.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .bucketing import SPLITS, Step, split_indices
+from .timestamps import (MISSING, NAT, STR_DTYPE, UNITS, UNPARSEABLE, arrow_strings, key_strings, np_bool,
+                         parse_to_ns, years_to_timestamps)
+from .uid_years import read_key_year_table, read_uid_year_files, years_of_uids
+
+# In order of precedence: a row gets the first reason that applies.
+REASONS = ("missing_url", "missing_id", MISSING, UNPARSEABLE, "no_year_for_key", "duplicate_id",
+           "outside_steps")
+ADDED_COLUMNS = ("timestamp", "sample_id", "step", "split")
+_UID_FILE_SUFFIXES = (".npy",)
+_TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv")
+
+
+def build_manifest(metadata: pd.DataFrame, *, steps: list[Step], columns: dict, timestamp: dict,
+                   val_fraction: float, test_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Assign each metadata row a step and split, or a reason for leaving it out.
+
+    ``columns`` = ``{"url": ..., "caption": ..., "id": ... or None}`` names input columns;
+    ``timestamp`` = ``{"column": ... or None, "unit": "auto", "key_to_year": None | uid year
+    files (directory, ``.npy`` path or ``{year: path}``) | key/year table path}``. With
+    ``key_to_year`` the id column is looked up and the timestamp is Jan 1 of its year (UTC).
+
+    Returns ``(prepared, excluded, summary)``. ``prepared`` holds the rows in a declared step,
+    in input order, with all input columns plus ``timestamp`` (``YYYY-MM-DDTHH:MM:SSZ``; an
+    input column of that name is kept as ``timestamp_raw``), ``sample_id`` (the id, or the url
+    without an id column), ``step`` and ``split``. ``excluded`` holds every other row with a
+    ``reason`` (see ``REASONS``; the first occurrence of a repeated id among rows with a usable
+    timestamp is kept, the later ones are ``duplicate_id``). ``summary`` has ``rows_in``,
+    ``rows_prepared``, ``excluded`` (count per reason), ``steps`` (``{rows, train, val, test}``
+    per step) and ``years_found`` ([min, max] year of the usable timestamps). Raises
+    ``ValueError`` for missing columns, a bad configuration, or a declared step left without
+    training rows.
+    """
+    url_col, id_col = columns.get("url"), columns.get("id")
+    ts_col, unit, key_to_year = timestamp.get("column"), timestamp.get("unit") or "auto", timestamp.get("key_to_year")
+    _check_config(metadata, steps, columns, ts_col, unit, key_to_year, val_fraction, test_fraction)
+    n = len(metadata)
+    # reason per row as an index into (None,) + REASONS; 0 = no reason (yet)
+    reason = np.zeros(n, np.int8)
+
+    _set_reason(reason, _blank(arrow_strings(metadata[url_col])), "missing_url")
+    sample_id = key_strings(metadata[id_col] if id_col else metadata[url_col])
+    if id_col:
+        _set_reason(reason, _blank(arrow_strings(sample_id)), "missing_id")
+
+    if key_to_year is not None:
+        ns = _timestamps_from_keys(metadata[id_col], sample_id, key_to_year)
+        _set_reason(reason, ns == NAT, "no_year_for_key")
+    else:
+        ns, missing = parse_to_ns(metadata[ts_col], unit)
+        _set_reason(reason, missing, MISSING)
+        _set_reason(reason, ns == NAT, UNPARSEABLE)
+
+    usable = reason == 0
+    year = _years(ns)
+    _set_reason(reason, _later_occurrences(sample_id, usable), "duplicate_id")
+    step_idx = _step_index(year, steps)
+    _set_reason(reason, step_idx < 0, "outside_steps")
+    keep = reason == 0
+
+    kept_ids = sample_id[keep]
+    split_idx = split_indices(kept_ids.to_numpy(dtype=object), val_fraction, test_fraction)
+    prepared = _prepared_frame(metadata, keep, ns[keep], kept_ids, steps, step_idx[keep], split_idx)
+    excluded = metadata.loc[~keep].reset_index(drop=True)
+    excluded["reason"] = np.array((None,) + REASONS, dtype=object)[reason[~keep]]
+    assert len(prepared) + len(excluded) == n, "build_manifest lost rows"
+
+    summary = _summary(n, reason, steps, step_idx[keep], split_idx, year[usable])
+    _check_steps_have_data(summary)
+    return prepared, excluded, summary
+
+
+def _check_config(metadata: pd.DataFrame, steps: list[Step], columns: dict, ts_col: str | None, unit: str,
+                  key_to_year, val_fraction: float, test_fraction: float) -> None:
+    """Fail early, naming the setting, before any row is looked at."""
+    if not steps:
+        raise ValueError("build_manifest: no steps declared")
+    if not columns.get("url"):
+        raise ValueError("build_manifest: columns.url is required")
+    if not columns.get("caption"):
+        raise ValueError("build_manifest: columns.caption is required")
+    if key_to_year is not None and ts_col:
+        raise ValueError("build_manifest: set either timestamp.column or timestamp.key_to_year, not both")
+    if key_to_year is None and not ts_col:
+        raise ValueError("build_manifest: set timestamp.column or timestamp.key_to_year")
+    if key_to_year is not None and not columns.get("id"):
+        raise ValueError("build_manifest: timestamp.key_to_year needs columns.id (the key it maps, e.g. uid)")
+    if unit not in UNITS:
+        raise ValueError(f"build_manifest: timestamp.unit '{unit}' is not one of {', '.join(UNITS)}")
+    if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1):
+        raise ValueError(f"build_manifest: val_fraction={val_fraction} and test_fraction={test_fraction} "
+                         "must be >= 0 and sum to less than 1")
+    wanted = {"columns.url": columns["url"], "columns.caption": columns["caption"],
+              "columns.id": columns.get("id"), "timestamp.column": ts_col}
+    absent = [f"{key}='{col}'" for key, col in wanted.items() if col and col not in metadata.columns]
+    if absent:
+        raise ValueError(f"build_manifest: column(s) not in the metadata: {', '.join(absent)}; "
+                         f"columns present: {', '.join(map(str, metadata.columns))}")
+    clash = [c for c in ("sample_id", "step", "split", "timestamp_raw")
+             if c in metadata.columns and not (c == "sample_id" and columns.get("id") == "sample_id")]
+    if "reason" in metadata.columns:
+        clash.append("reason")
+    if clash:
+        raise ValueError(f"build_manifest: the metadata already has column(s) {', '.join(clash)}, "
+                         "which the manifest adds; rename them first")
+
+
+def _blank(arr: pa.Array) -> np.ndarray:
+    """Null, empty or whitespace-only strings."""
+    trimmed = pc.utf8_trim_whitespace(arr)
+    return np_bool(pc.or_kleene(pc.is_null(trimmed), pc.equal(pc.utf8_length(trimmed), 0)))
+
+
+def _set_reason(reason: np.ndarray, mask: np.ndarray, name: str) -> None:
+    """Give ``name`` to the rows in ``mask`` that have no reason yet (earlier reasons win)."""
+    reason[mask & (reason == 0)] = REASONS.index(name) + 1
+
+
+def _later_occurrences(sample_id: pd.Series, among: np.ndarray) -> np.ndarray:
+    """Rows of ``among`` whose id already appeared in an earlier row of ``among``."""
+    codes, _ = pd.factorize(sample_id[among])
+    first = np.zeros(len(codes), bool)
+    first[np.unique(codes, return_index=True)[1]] = True
+    later = np.zeros(len(sample_id), bool)
+    later[among] = ~first
+    return later
+
+
+def _timestamps_from_keys(ids: pd.Series, sample_id: pd.Series, source) -> np.ndarray:
+    """Epoch ns of Jan 1 (UTC) of each key's year, NaT where the key has no year."""
+    if _is_uid_file_source(source):
+        years = years_of_uids(ids, read_uid_year_files(source)).to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        table = read_key_year_table(source)
+        pos = table.index.get_indexer(pd.Index(sample_id.to_numpy(dtype=object)))
+        years = np.where(pos >= 0, table.to_numpy(dtype=np.float64, na_value=np.nan)[pos], np.nan)
+    return years_to_timestamps(years).view(np.int64)
+
+
+def _is_uid_file_source(source) -> bool:
+    """uid year files (a directory, a ``{year: path}`` dict or a ``.npy``) vs. a key/year table."""
+    if isinstance(source, Mapping):
+        return True
+    path = Path(source)
+    if path.is_dir() or path.suffix.lower() in _UID_FILE_SUFFIXES:
+        return True
+    if path.suffix.lower() in _TABLE_SUFFIXES:
+        return False
+    raise ValueError(f"timestamp.key_to_year '{source}': expected a directory or .npy of uid year files, "
+                     f"a {{year: path}} mapping, or a key/year table ({', '.join(_TABLE_SUFFIXES)})")
+
+
+def _years(ns: np.ndarray) -> np.ndarray:
+    """Calendar year (UTC) of epoch nanoseconds; meaningless where ns is NaT (callers mask)."""
+    return ns.view("M8[ns]").astype("M8[Y]").astype(np.int64) + 1970
+
+
+def _step_index(year: np.ndarray, steps: list[Step]) -> np.ndarray:
+    """Index of the step containing each year, -1 for none (steps are ordered and disjoint)."""
+    starts = np.array([s.start for s in steps])
+    ends = np.array([s.end for s in steps])
+    idx = np.searchsorted(starts, year, side="right") - 1
+    inside = (idx >= 0) & (year <= ends[np.maximum(idx, 0)])
+    return np.where(inside, idx, -1)
+
+
+def iso_strings(ns: np.ndarray) -> pd.Series:
+    """Epoch nanoseconds -> ``YYYY-MM-DDTHH:MM:SSZ`` strings (``STR_DTYPE``), truncated to whole seconds."""
+    secs = pa.array(np.floor_divide(ns, 10**9).view("M8[s]"), type=pa.timestamp("s"))
+    text = pc.replace_substring(pc.cast(secs, pa.string()), " ", "T", max_replacements=1)
+    text = pc.binary_join_element_wise(text, "Z", "")
+    return pa.table({"t": text}).to_pandas(types_mapper={pa.string(): STR_DTYPE}.get)["t"]
+
+
+def _prepared_frame(metadata: pd.DataFrame, keep: np.ndarray, ns: np.ndarray, sample_id: pd.Series,
+                    steps: list[Step], step_idx: np.ndarray, split_idx: np.ndarray) -> pd.DataFrame:
+    """The kept rows with timestamp, sample_id, step and split added."""
+    out = metadata.loc[keep].reset_index(drop=True)
+    if "timestamp" in out.columns:
+        out = out.rename(columns={"timestamp": "timestamp_raw"})
+    out["timestamp"] = iso_strings(ns)
+    out["sample_id"] = sample_id.reset_index(drop=True)
+    out["step"] = np.array([s.name for s in steps], dtype=object)[step_idx]
+    out["split"] = np.array(SPLITS, dtype=object)[split_idx]
+    return out
+
+
+def _summary(n: int, reason: np.ndarray, steps: list[Step], step_idx: np.ndarray, split_idx: np.ndarray,
+             usable_years: np.ndarray) -> dict:
+    """Counts per reason and per (step, split); they add up to ``n``."""
+    counts = np.bincount(step_idx * len(SPLITS) + split_idx, minlength=len(steps) * len(SPLITS))
+    counts = counts.reshape(len(steps), len(SPLITS))
+    per_reason = np.bincount(reason, minlength=len(REASONS) + 1)[1:]
+    summary = {
+        "rows_in": int(n),
+        "rows_prepared": int(counts.sum()),
+        "excluded": {r: int(c) for r, c in zip(REASONS, per_reason)},
+        "steps": {s.name: {"rows": int(c.sum()), **{sp: int(v) for sp, v in zip(SPLITS, c)}}
+                  for s, c in zip(steps, counts)},
+        "years_found": [int(usable_years.min()), int(usable_years.max())] if len(usable_years) else None,
+    }
+    if summary["rows_prepared"] + sum(summary["excluded"].values()) != n:
+        raise AssertionError(f"build_manifest: counts do not add up: {summary}")
+    return summary
+
+
+def _check_steps_have_data(summary: dict) -> None:
+    """ValueError naming every declared step with no (training) rows, and the years the data has."""
+    empty = [name for name, c in summary["steps"].items() if c["train"] == 0]
+    if not empty:
+        return
+    years = summary["years_found"]
+    found = f"the usable timestamps span {years[0]}-{years[1]}" if years else "no row has a usable timestamp"
+    detail = ", ".join(f"{name} ({summary['steps'][name]['rows']} rows, 0 train)" for name in empty)
+    raise ValueError(f"build_manifest: declared step(s) without training rows: {detail}; {found} "
+                     f"(excluded: {summary['excluded']})")
