@@ -1,7 +1,10 @@
 # Shared paths, config checks and input functions. No job logic lives here.
+import glob
 import re
+from pathlib import Path
 
 from ticlip_core.data.bucketing import parse_steps
+from ticlip_core.data.source import metadata_spec
 from ticlip_core.methods import available_methods, get_method
 from ticlip_core.runs import ablation_runs, tic_runs
 
@@ -23,13 +26,54 @@ if _unknown:
     )
 RUNS = tic_runs(config)  # every configured method, plus the LR ablation's variants
 ABLATION = [r.name for r in ablation_runs(config)]
-DYNAMIC_TASKS = ["retrieval", "classification"]
+
+_pretrained = config["model"]["pretrained"]
+if _pretrained and ("/" in _pretrained or _pretrained.endswith((".pt", ".bin", ".safetensors"))):
+    if not Path(_pretrained).is_file():
+        raise ValueError(f"model.pretrained: local checkpoint '{_pretrained}' does not exist")
+
+SOURCE = config["data"]["source"]
+if SOURCE == "synthetic":
+    METADATA_SPEC = None
+    STATIC_SETS = {"synthetic": None}  # the synthetic world's own static set
+    DYNAMIC_TASKS = ["retrieval", "classification"]
+else:
+    METADATA_SPEC = metadata_spec(config["data"])
+    STATIC_SETS = {s["name"]: s for s in config["eval"]["static_sets"]}
+    if len(STATIC_SETS) != len(config["eval"]["static_sets"]):
+        raise ValueError("eval.static_sets: names must be unique")
+    DYNAMIC_TASKS = ["retrieval"] + (["classification"] if config["data"]["classification"] else [])
 
 
 wildcard_constraints:
     run="|".join(map(re.escape, RUNS)),
     step="|".join(map(re.escape, STEPS)),
     task="|".join(DYNAMIC_TASKS),
+    static_set="|".join(map(re.escape, STATIC_SETS)) or "$^",
+
+
+def metadata_files():
+    """The metadata tables named by ``data.metadata`` that exist now (globs expanded).
+
+    A pattern matching nothing is not an error here, so that a preset with placeholder paths
+    still dry-runs; the manifest job fails naming it.
+    """
+    if not config["data"]["metadata"]:
+        raise ValueError("data.metadata: data.source img2dataset needs at least one metadata table")
+    return sorted({f for pattern in config["data"]["metadata"] for f in glob.glob(pattern)})
+
+
+def static_dirs():
+    """Shard folder of every static evaluation set, by name."""
+    return {name: f"{DATA}/static/{name}" for name in STATIC_SETS}
+
+
+def data_report_inputs(wildcards):
+    """Bucketing outputs, plus the manifest builder's summary for downloaded data."""
+    inputs = {"manifest": f"{DATA}/manifest.parquet", "bucket_summary": f"{DATA}/bucket_summary.json"}
+    if SOURCE != "synthetic":
+        inputs["prepare_summary"] = f"{DATA}/metadata/summary.json"
+    return inputs
 
 
 def model_path(run, step):
@@ -59,6 +103,8 @@ def compute_of(runs):
 def tic_outputs():
     """Every final output of the TiC study: tables and figures."""
     outputs = [
+        *expand(f"{DATA}/report/data_report.{{ext}}", ext=["csv", "md"]),
+        f"{DATA}/report/samples_per_year.png",
         *expand(f"{TIC}/table2.{{ext}}", ext=["csv", "md", "tex"]),
         f"{TIC}/per_step.csv",
         *expand(f"{TIC}/figures/matrix_{{run}}_{{task}}.png", run=METHODS, task=DYNAMIC_TASKS),

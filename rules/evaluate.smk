@@ -7,11 +7,13 @@ rule evaluate_run:
     input:
         models=lambda wildcards: [model_path(wildcards.run, s) for s in STEPS],
         steps_dir=f"{DATA}/steps",
-        static_dir=f"{DATA}/static",
+        static=list(static_dirs().values()),
     output:
         expand(f"{TIC}/evals/{{{{run}}}}/{{step}}.csv", step=STEPS),
     params:
         steps=STEPS,
+        static_sets=STATIC_SETS,
+        dynamic_tasks=DYNAMIC_TASKS,
     conda:
         "../envs/ticlip.yaml"
     log:

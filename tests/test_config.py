@@ -43,6 +43,12 @@ def _dry_run(tmp_path, cfg_text):
     ("tic:\n  lr_ablation: {method: oracle}\n", ["tic.lr_ablation.method: 'oracle' initialises every step afresh"]),
     ("methods:\n  patching: {alpha_grid: [0.5, 1.5]}\n", ["1.5 is greater than the maximum of 1", "alpha_grid"]),
     ("train:\n  max_lr_decay: linear\n", ["'linear' is not one of ['constant', 'cosine']"]),
+    ("data:\n  source: img2dataset\n", ["data.metadata: data.source img2dataset needs at least one metadata table"]),
+    ("data:\n  source: img2dataset\n  metadata: [m.parquet]\n  preset: datacomp\n",
+     ["preset 'datacomp' gives years by key, so set data.timestamp.key_to_year"]),
+    ("data:\n  source: img2dataset\n  metadata: [m.parquet]\n  download: {resize_mode: squash}\n",
+     ["'squash' is not one of"]),
+    ("model:\n  pretrained: /no/such/model.pt\n", ["model.pretrained: local checkpoint '/no/such/model.pt' does not exist"]),
 ])
 def test_bad_config_fails_before_any_job(tmp_path, cfg_text, expected):
     res = _dry_run(tmp_path, cfg_text)
@@ -51,3 +57,32 @@ def test_bad_config_fails_before_any_job(tmp_path, cfg_text, expected):
     for text in expected:
         assert text in out, out[-2000:]
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("preset, steps", [("tic-datacomp-medium", 7), ("tic-datacomp-large", 7),
+                                           ("tic-yfcc", 4), ("tic-redcaps", 4)])
+def test_paper_scale_presets_dry_run(tmp_path, preset, steps):
+    """Each preset builds the whole DAG (download to tables) with its placeholder data paths."""
+    cfg = yaml.safe_load((ROOT / "configs" / f"{preset}.yaml").read_text())
+    validate(cfg, str(SCHEMA))
+    assert cfg["data"]["source"] == "img2dataset" and len(cfg["tic"]["steps"]) == steps
+    res = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(ROOT / "configs" / f"{preset}.yaml"),
+         "--directory", str(tmp_path), "--snakefile", str(ROOT / "Snakefile")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = dict(line.split() for line in res.stdout.split("Job stats:")[1].split("\n")[3:]
+                if len(line.split()) == 2)
+    methods = len(cfg["tic"]["methods"])
+    assert jobs["prepare_metadata"] == "1" and jobs["download"] == "1" and jobs["data_report"] == "1"
+    assert jobs["train_step"] == str(methods * steps) and jobs["evaluate_run"] == str(methods)
+    assert "synthesize_world" not in jobs  # the synthetic data's rules are not in this DAG
+
+
+def test_preset_compute_matches_the_paper():
+    """TiC-DataComp: medium = ViT-B/32, batch 4096, 4,500 iterations; large = ViT-B/16, 8192, 22,500."""
+    for preset, model, batch, iters in [("tic-datacomp-medium", "ViT-B-32", 4096, 4500),
+                                        ("tic-datacomp-large", "ViT-B-16", 8192, 22500)]:
+        cfg = yaml.safe_load((ROOT / "configs" / f"{preset}.yaml").read_text())
+        assert cfg["model"]["name"] == model and cfg["train"]["batch_size"] == batch
+        assert cfg["train"]["budget_samples"] == batch * iters

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .class_labels import ClassLabels
 from .data import world
 from .data.loader import PixelSpec, eval_batches
 
@@ -93,11 +94,29 @@ def build_classifier(model, tokenizer, classnames: list[str], templates: list[st
         device=device).cpu()
 
 
+def classification_scores(enc: EncodedSet, classifier: torch.Tensor, labels: ClassLabels,
+                          ks=(1, 5)) -> tuple[dict[str, float] | None, int]:
+    """Zero-shot top-k accuracy over the samples of ``enc`` that have a class; also returns how
+    many samples had none (left out of this task, still used for retrieval)."""
+    targets = [labels.labels_of(m) for m in enc.meta]
+    keep = [i for i, t in enumerate(targets) if t]
+    if not keep:
+        return None, len(targets)
+    scores = zero_shot_accuracy(enc.image_features[keep], classifier, [targets[i] for i in keep], ks)
+    return scores, len(targets) - len(keep)
+
+
 def evaluate_checkpoint(model, tokenizer, *, config: dict, study: str, method: str,
                         train_step: str, test_shards: dict[str, list[str]],
-                        static_shards: list[str]) -> pd.DataFrame:
-    """All tasks for one checkpoint: dynamic retrieval and classification on every step's test
-    split, and the static tasks (object and colour classification, retrieval) on the static set."""
+                        dynamic_labels: ClassLabels | None,
+                        static_sets: dict[str, tuple[list[str], ClassLabels | None]]) -> pd.DataFrame:
+    """All tasks for one checkpoint.
+
+    Dynamic: retrieval on every step's test split, and zero-shot classification on it when
+    ``dynamic_labels`` is given. Static: for each set in ``static_sets`` (name -> shards and
+    labels), task ``static_<name>``: classification when the set has labels, retrieval
+    otherwise; the synthetic world's static set (name ``synthetic``) gives its own three tasks.
+    """
     ecfg = config["eval"]
     device = next(model.parameters()).device
     model.eval()
@@ -106,28 +125,57 @@ def evaluate_checkpoint(model, tokenizer, *, config: dict, study: str, method: s
     def add(task, eval_step, metrics):
         rows.extend((study, method, train_step, task, eval_step, m, float(v)) for m, v in metrics.items())
 
-    class_names = world.class_names()
-    classifier = build_classifier(model, tokenizer, class_names, ecfg["templates"], device)
+    def retrieval(enc):
+        return recall_at_k(enc.image_features, enc.text_features, ecfg["recall_at"], ecfg["retrieval_pool_size"])
+
+    classifier = (build_classifier(model, tokenizer, dynamic_labels.classnames, dynamic_labels.templates, device)
+                  if dynamic_labels else None)
     for eval_step, shards in test_shards.items():
         enc = encode_eval_set(model, tokenizer, shards, ecfg["batch_size"], device)
-        add("retrieval", eval_step, recall_at_k(enc.image_features, enc.text_features, ecfg["recall_at"],
-                                                ecfg["retrieval_pool_size"]))
-        add("classification", eval_step, zero_shot_accuracy(enc.image_features, classifier,
-                                                            [set(m["labels"]) for m in enc.meta]))
-        log.info("%s: %d samples evaluated, %d corrupt skipped", eval_step, len(enc.meta), enc.skipped)
+        add("retrieval", eval_step, retrieval(enc))
+        without = 0
+        if dynamic_labels:
+            scores, without = classification_scores(enc, classifier, dynamic_labels)
+            if scores is None:
+                raise ValueError(f"step {eval_step}: no test sample has a class (data.classification.key_to_class)")
+            add("classification", eval_step, scores)
+        log.info("%s: %d samples evaluated (%d without a class), %d corrupt skipped",
+                 eval_step, len(enc.meta), without, enc.skipped)
 
-    enc = encode_eval_set(model, tokenizer, static_shards, ecfg["batch_size"], device)
-    log.info("static: %d samples evaluated, %d corrupt skipped", len(enc.meta), enc.skipped)
-    add("static_retrieval", "static", recall_at_k(enc.image_features, enc.text_features, ecfg["recall_at"],
-                                                  ecfg["retrieval_pool_size"]))
+    for name, (shards, labels) in static_sets.items():
+        enc = encode_eval_set(model, tokenizer, shards, ecfg["batch_size"], device)
+        log.info("static %s: %d samples evaluated, %d corrupt skipped", name, len(enc.meta), enc.skipped)
+        if name == SYNTHETIC_STATIC:
+            for task, metrics in synthetic_static_tasks(model, tokenizer, enc, ecfg, device).items():
+                add(task, "static", metrics)
+        elif labels is None:
+            add(f"static_{name}", "static", retrieval(enc))
+        else:
+            clf = build_classifier(model, tokenizer, labels.classnames, labels.templates, device)
+            scores, without = classification_scores(enc, clf, labels)
+            if scores is None:
+                raise ValueError(f"static set {name}: no sample has a class label")
+            add(f"static_{name}", "static", scores)
+    return pd.DataFrame(rows, columns=ROW_COLUMNS)
+
+
+SYNTHETIC_STATIC = "synthetic"
+
+
+def synthetic_static_tasks(model, tokenizer, enc: EncodedSet, ecfg: dict, device) -> dict[str, dict[str, float]]:
+    """The synthetic world's static tasks: retrieval, timeless-object and colour classification."""
+    class_names = world.class_names()
     timeless = world.timeless_class_ids()
     index = {c: i for i, c in enumerate(timeless)}
     static_clf = build_classifier(model, tokenizer, [class_names[c] for c in timeless], ecfg["templates"], device)
-    add("static_objects", "static", zero_shot_accuracy(
-        enc.image_features, static_clf, [{index[c] for c in m["labels"] if c in index} for m in enc.meta]))
     colours = list(world.COLOURS)
     colour_clf = build_classifier(model, tokenizer, colours, ecfg["colour_templates"], device)
-    add("static_colours", "static", zero_shot_accuracy(
-        enc.image_features, colour_clf, [{colours.index(c) for c in m["object_colours"]} for m in enc.meta],
-        ks=(1,)))
-    return pd.DataFrame(rows, columns=ROW_COLUMNS)
+    return {
+        "static_retrieval": recall_at_k(enc.image_features, enc.text_features, ecfg["recall_at"],
+                                        ecfg["retrieval_pool_size"]),
+        "static_objects": zero_shot_accuracy(
+            enc.image_features, static_clf, [{index[c] for c in m["labels"] if c in index} for m in enc.meta]),
+        "static_colours": zero_shot_accuracy(
+            enc.image_features, colour_clf, [{colours.index(c) for c in m["object_colours"]} for m in enc.meta],
+            ks=(1,)),
+    }

@@ -3,20 +3,35 @@ from pathlib import Path
 
 import torch
 
+from ticlip_core.class_labels import key_table_labels, shard_dir_labels, synthetic_labels
+from ticlip_core.data import world
 from ticlip_core.data.bucketing import step_shards
-from ticlip_core.evaluate import evaluate_checkpoint
+from ticlip_core.evaluate import SYNTHETIC_STATIC, evaluate_checkpoint
 from ticlip_core.models import create_model, load_checkpoint
 from ticlip_core.workflow_io import logged
 
 with logged(snakemake.log[0]):
     config, steps = snakemake.config, list(snakemake.params.steps)
+    templates = config["eval"]["templates"]
     torch.set_num_threads(snakemake.threads)
-    model, _, _, tokenizer = create_model(config["model"]["name"], None)
+    # the weights come from the checkpoints; a pretrained tag only sets the preprocessing
+    model, _, _, tokenizer = create_model(config["model"]["name"], config["model"]["pretrained"], load_weights=False)
     test_shards = {s: step_shards(snakemake.input.steps_dir, s, "test") for s in steps}
-    static_shards = sorted(str(p) for p in Path(snakemake.input.static_dir).glob("*.tar"))
+    if config["data"]["source"] == "synthetic":
+        dynamic_labels = synthetic_labels(world.class_names(), templates)
+    elif "classification" in snakemake.params.dynamic_tasks:
+        dynamic_labels = key_table_labels(config["data"]["classification"], templates)
+    else:
+        dynamic_labels = None
+    static_sets = {}
+    for (name, spec), folder in zip(snakemake.params.static_sets.items(), snakemake.input.static):
+        shards = sorted(str(p) for p in Path(folder).glob("*.tar"))
+        labels = None if name == SYNTHETIC_STATIC else shard_dir_labels(folder, spec.get("templates") or templates)
+        static_sets[name] = (shards, labels)
     for train_step, checkpoint, out in zip(steps, snakemake.input.models, snakemake.output):
         load_checkpoint(model, checkpoint)
         rows = evaluate_checkpoint(model, tokenizer, config=config, study="tic", method=snakemake.wildcards.run,
-                                   train_step=train_step, test_shards=test_shards, static_shards=static_shards)
+                                   train_step=train_step, test_shards=test_shards,
+                                   dynamic_labels=dynamic_labels, static_sets=static_sets)
         rows.to_csv(out, index=False)
         print(rows.to_string())

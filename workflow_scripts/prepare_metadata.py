@@ -1,0 +1,26 @@
+"""Entry point: metadata tables -> manifest of rows in the declared steps (to download) and the
+quarantine of every other row with its reason."""
+import json
+
+from ticlip_core.data.bucketing import parse_steps
+from ticlip_core.data.download import IMG2DATASET_COLUMNS
+from ticlip_core.data.manifest import build_manifest
+from ticlip_core.data.metadata import read_metadata
+from ticlip_core.workflow_io import logged
+
+with logged(snakemake.log[0]):
+    spec, split = snakemake.params.spec, snakemake.params.split
+    metadata = read_metadata(list(snakemake.params.patterns))
+    prepared, quarantine, summary = build_manifest(
+        metadata, steps=parse_steps(snakemake.params.steps), columns=spec["columns"], timestamp=spec["timestamp"],
+        val_fraction=split["val_fraction"], test_fraction=split["test_fraction"])
+    # columns img2dataset writes itself (DataComp's sha256, YFCC's key) are kept under another name
+    keep = {spec["columns"]["url"], spec["columns"]["caption"]}
+    renamed = {c: f"source_{c}" for c in prepared.columns if c in IMG2DATASET_COLUMNS and c not in keep}
+    prepared = prepared.rename(columns=renamed)
+    summary["renamed_columns"] = renamed
+    prepared.to_parquet(snakemake.output.prepared, index=False)
+    quarantine.to_parquet(snakemake.output.quarantine, index=False)
+    with open(snakemake.output.summary, "w") as f:
+        json.dump(summary, f, indent=2)
+    print(json.dumps(summary, indent=2))
