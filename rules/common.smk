@@ -28,7 +28,7 @@ RUNS = tic_runs(config)  # every configured method, plus the LR ablation's varia
 ABLATION = [r.name for r in ablation_runs(config)]
 
 _pretrained = config["model"]["pretrained"]
-if _pretrained and ("/" in _pretrained or _pretrained.endswith((".pt", ".bin", ".safetensors"))):
+if _pretrained and (len(Path(_pretrained).parts) > 1 or Path(_pretrained).suffix in (".pt", ".bin", ".safetensors")):
     if not Path(_pretrained).is_file():
         raise ValueError(f"model.pretrained: local checkpoint '{_pretrained}' does not exist")
 

@@ -106,6 +106,8 @@ def test_every_checkpoint_is_evaluated_on_every_step(micro_run):
         cells = rows[rows["task"] == task].groupby(["method", "train_step"])["eval_step"].nunique()
         assert len(cells) == len(METHODS) * len(STEPS) and (cells == len(STEPS)).all()
     assert {"static_objects", "static_colours", "static_retrieval"} <= set(rows["task"])
+    report = pd.read_csv(work / "results/data/synthetic/report/data_report.csv").set_index("step")
+    assert report.loc["total", "rows_in"] == report.loc["total", ["train", "val", "test"]].sum()
     for m in METHODS:
         for task in ("retrieval", "classification"):
             assert (work / f"results/tic/figures/matrix_{m}_{task}.png").stat().st_size > 1000
@@ -114,9 +116,9 @@ def test_every_checkpoint_is_evaluated_on_every_step(micro_run):
 def test_every_rule_wrote_its_log_and_benchmark(micro_run):
     work, _ = micro_run
     bench = list((work / "results/benchmarks").rglob("*.tsv"))
-    # 2 synthesis + bucket + (8 methods + 2 ablation variants) x 3 steps of training,
-    # one evaluation per run, Table 2, the ablation table and the figures
-    assert len(bench) == 2 + 1 + 10 * 3 + 10 + 3
+    # 2 synthesis + bucket + data report + (8 methods + 2 ablation variants) x 3 steps of
+    # training, one evaluation per run, Table 2, the ablation table and the figures
+    assert len(bench) == 2 + 1 + 1 + 10 * 3 + 10 + 3
     for tsv in bench:
         assert "max_rss" in tsv.read_text().splitlines()[0]
 

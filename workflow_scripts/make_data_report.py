@@ -18,6 +18,8 @@ with logged(snakemake.log[0]):
     table = data_report_table(manifest, bucket_summary, steps, prepare_summary)
     table.to_csv(snakemake.output.csv, index=False)
     with open(snakemake.output.md, "w") as f:
-        f.write(table.to_markdown(index=False, floatfmt=".1f", missingval="-") + "\n")
+        # no captions in a row (the "no step" row): "-" rather than "nan"
+        shown = table.astype(object).where(table.notna(), None)
+        f.write(shown.to_markdown(index=False, floatfmt=".1f", missingval="-") + "\n")
     samples_per_year_figure(manifest, steps, snakemake.output.figure)
     print(table.to_string())
