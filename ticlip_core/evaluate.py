@@ -21,6 +21,7 @@ from .data.loader import PixelSpec, eval_batches
 
 log = logging.getLogger(__name__)
 ROW_COLUMNS = ["study", "method", "train_step", "task", "eval_step", "metric", "value"]
+SYNTHETIC_STATIC = "synthetic"  # name of the synthetic world's own static set (rules/common.smk)
 
 
 @dataclass
@@ -157,9 +158,6 @@ def evaluate_checkpoint(model, tokenizer, *, config: dict, study: str, method: s
                 raise ValueError(f"static set {name}: no sample has a class label")
             add(f"static_{name}", "static", scores)
     return pd.DataFrame(rows, columns=ROW_COLUMNS)
-
-
-SYNTHETIC_STATIC = "synthetic"
 
 
 def synthetic_static_tasks(model, tokenizer, enc: EncodedSet, ecfg: dict, device) -> dict[str, dict[str, float]]:
