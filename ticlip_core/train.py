@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import sys
 import time
 import zlib
@@ -140,15 +141,30 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
                       init_state=init_state, val_shards=dict(val_shards_by_step or {}))
     method.before_step(ctx)
 
+    resume_path = Path(out_model).with_name("resume.pt")
+    fingerprint = _resume_fingerprint(config, run_name, method_name, step, init_checkpoint)
+    state = load_resume_state(resume_path, fingerprint)
     replayed_shards = {sh for s in replay for sh in shards_by_step[s]}
     batches = train_batches(shards, batch_size=tcfg["batch_size"], pixels=pixels, tokenizer=tokenizer,
                             num_samples=budget, seed=seed, shuffle_buffer=tcfg["shuffle_buffer"],
                             keep_keys={k for keys in replay.values() for k in keys} if replay else None,
                             restricted_shards=replayed_shards)
     rows, seen, skipped, start = [], 0, 0, time.perf_counter()
+    done = 0  # iterations already trained (a resumed job skips their batches)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        rows, seen, skipped, done = state["rows"], state["seen"], state["skipped"], state["iteration"]
+        ctx.extra_macs, ctx.info = state["extra_macs"], state["info"]
+        print(f"resuming {run_name} at '{step}' from iteration {done} ({resume_path})", file=sys.stderr)
     window_start, window_seen = start, 0
-    progress = tqdm(total=budget, unit="sample", desc=f"{method_name} {step}", file=sys.stderr, mininterval=5)
+    progress = tqdm(total=budget, initial=seen, unit="sample", desc=f"{method_name} {step}", file=sys.stderr,
+                    mininterval=5)
     for i, batch in enumerate(batches):
+        if i < done:  # the data stream is deterministic: replaying it restores the data position
+            if i == done - 1:
+                torch.set_rng_state(state["torch_rng"])
+            continue
         lr = schedule(i)
         images, texts = batch.images.to(device), batch.texts.to(device)
         out = model(images, texts)
@@ -176,6 +192,12 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
                          "samples_per_s": round(window_seen / max(now - window_start, 1e-9), 2),
                          "skipped_corrupt": skipped})
             window_start, window_seen = now, 0
+        every = tcfg["resume_every"]
+        if every and (i + 1) % every == 0 and seen < budget:
+            save_resume_state(resume_path, {
+                "fingerprint": fingerprint, "iteration": i + 1, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(), "rows": rows,
+                "seen": seen, "skipped": skipped, "extra_macs": ctx.extra_macs, "info": ctx.info})
     progress.close()
     method.after_step(ctx)
     seconds = time.perf_counter() - start
@@ -193,7 +215,33 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
     _write_csv(rows, out_log)
     Path(out_compute).write_text(json.dumps(compute, indent=2))
     save_checkpoint({k: v.cpu() for k, v in model.state_dict().items()}, out_model)
+    resume_path.unlink(missing_ok=True)
     return compute
+
+
+def _resume_fingerprint(config: dict, run_name: str, method_name: str, step: str, init: str | None) -> str:
+    """What a resumable state must match to be used: the run, the step, and every setting."""
+    return json.dumps({"run": run_name, "method": method_name, "step": step, "init": init, "seed": config["seed"],
+                       "train": config["train"], "methods": config.get("methods", {}),
+                       "model": config["model"], "steps": config["tic"]["steps"]}, sort_keys=True, default=str)
+
+
+def save_resume_state(path: Path, state: dict) -> None:
+    """Write a resumable training state atomically (temporary name, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_resume_state(path: Path, fingerprint: str) -> dict | None:
+    """The resumable state at ``path`` if it exists and belongs to this very run and step."""
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("fingerprint") != fingerprint:
+        print(f"ignoring {path}: it was saved by another configuration; starting the step afresh", file=sys.stderr)
+        return None
+    return state
 
 
 def _write_csv(rows: list[dict], path: str) -> None:
