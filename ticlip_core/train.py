@@ -26,6 +26,7 @@ from .compute import TRAIN_FORWARD_MULTIPLIER, forward_macs_per_sample
 from .data.loader import PixelSpec, train_batches
 from .methods import get_method
 from .models import create_model, load_checkpoint, save_checkpoint
+from .speed import autocast, prepare_images, prepare_model
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -121,6 +122,7 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
     model.train()
     pixels = PixelSpec.of(model)
     forward_macs = forward_macs_per_sample(model, pixels.size, getattr(model, "context_length", 77))
+    forward = prepare_model(model, tcfg, device)
 
     plan = method.data_plan(t, steps, new_step_size=len(shard_keys(shards_by_step[step])))
     replay_counts = {s: n for s, n in plan.items() if n is not None}
@@ -166,12 +168,13 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
                 torch.set_rng_state(state["torch_rng"])
             continue
         lr = schedule(i)
-        images, texts = batch.images.to(device), batch.texts.to(device)
-        out = model(images, texts)
-        loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
-        extra = method.extra_loss(ctx, batch, out)
-        if extra is not None:
-            loss = loss + extra
+        images, texts = prepare_images(batch.images, tcfg, device), batch.texts.to(device)
+        with autocast(tcfg, device):
+            out = forward(images, texts)
+            loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+            extra = method.extra_loss(ctx, batch, out)
+            if extra is not None:
+                loss = loss + extra
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"non-finite loss ({loss.item()}) at step '{step}' of method '{method_name}', iteration {i}; "
