@@ -18,8 +18,10 @@ import contextlib
 import torch
 
 
-def prepare_model(model: torch.nn.Module, tcfg: dict, device: torch.device) -> torch.nn.Module:
-    """Apply the configured fast paths to ``model`` in place; return the module to call forward on."""
+def prepare_model(model: torch.nn.Module, tcfg: dict, device: torch.device,
+                  data_parallel: bool = False) -> torch.nn.Module:
+    """Apply the configured fast paths to ``model`` in place; return the module to call forward on
+    (wrapped in ``DistributedDataParallel`` when ``data_parallel``, then compiled if configured)."""
     if tcfg["tf32"] and device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -27,7 +29,12 @@ def prepare_model(model: torch.nn.Module, tcfg: dict, device: torch.device) -> t
         model.set_grad_checkpointing(True)
     if tcfg["channels_last"]:
         model.to(memory_format=torch.channels_last)
-    return torch.compile(model) if tcfg["compile"] else model
+    module = model
+    if data_parallel:
+        from torch.nn.parallel import DistributedDataParallel
+
+        module = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.compile(module) if tcfg["compile"] else module
 
 
 def prepare_images(images: torch.Tensor, tcfg: dict, device: torch.device) -> torch.Tensor:

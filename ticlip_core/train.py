@@ -25,6 +25,7 @@ from .buffers import draw_replay, shard_keys
 from .compute import TRAIN_FORWARD_MULTIPLIER, forward_macs_per_sample
 from .data.loader import PixelSpec, train_batches
 from .methods import get_method
+from .distributed import barrier, init_world, sum_over_ranks
 from .models import create_model, load_checkpoint, save_checkpoint
 from .speed import autocast, prepare_images, prepare_model
 
@@ -104,7 +105,10 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
     run_name = run_name or method_name
     method = get_method(method_name, **config.get("methods", {}).get(method_name, {}))
     torch.set_num_threads(tcfg["threads"])
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    world = init_world()
+    device = world.device()
+    if tcfg["batch_size"] % world.world_size:
+        raise ValueError(f"train.batch_size {tcfg['batch_size']} is not divisible by the {world.world_size} processes")
     # One seed per step, shared by every method and run (common random numbers): at the first
     # step all methods train identically, so they start from the same model, and later
     # differences come from the methods rather than from initialisation luck.
@@ -122,7 +126,7 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
     model.train()
     pixels = PixelSpec.of(model)
     forward_macs = forward_macs_per_sample(model, pixels.size, getattr(model, "context_length", 77))
-    forward = prepare_model(model, tcfg, device)
+    forward = prepare_model(model, tcfg, device, data_parallel=world.world_size > 1)
 
     plan = method.data_plan(t, steps, new_step_size=len(shard_keys(shards_by_step[step])))
     replay_counts = {s: n for s, n in plan.items() if n is not None}
@@ -130,6 +134,9 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
                          derived_seed(seed, "replay"))
     shards = [s for name in plan for s in shards_by_step[name]]
     budget = method.budget(t, tcfg["budget_samples"])
+    if budget % world.world_size:
+        raise ValueError(f"step '{step}': a budget of {budget} samples cannot be split evenly across "
+                         f"{world.world_size} processes; choose train.budget_samples divisible by it")
     iterations = math.ceil(budget / tcfg["batch_size"])
     # TiC-CLIP drops warm-up when training *continues* from the previous step; a model that
     # starts from a fresh initialisation (every Oracle and Restart step) always warms up.
@@ -138,7 +145,9 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
     max_lr = step_max_lr(tcfg["lr"], t, len(steps), tcfg["max_lr_decay"], continues)
     optimizer = torch.optim.AdamW(param_groups(model, tcfg["weight_decay"]), lr=max_lr, fused=True)
     schedule = cosine_lr(optimizer, max_lr, warmup, iterations)
-    loss_fn = open_clip.ClipLoss()
+    # across ranks: each rank's rows against every rank's columns, gradients through the gather
+    loss_fn = open_clip.ClipLoss(local_loss=True, gather_with_grad=True, rank=world.rank,
+                                 world_size=world.world_size) if world.world_size > 1 else open_clip.ClipLoss()
     ctx = StepContext(method, t, steps, model, tokenizer, config, device, forward_macs_per_sample=forward_macs,
                       init_state=init_state, val_shards=dict(val_shards_by_step or {}))
     method.before_step(ctx)
@@ -147,10 +156,12 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
     fingerprint = _resume_fingerprint(config, run_name, method_name, step, init_checkpoint)
     state = load_resume_state(resume_path, fingerprint)
     replayed_shards = {sh for s in replay for sh in shards_by_step[s]}
-    batches = train_batches(shards, batch_size=tcfg["batch_size"], pixels=pixels, tokenizer=tokenizer,
-                            num_samples=budget, seed=seed, shuffle_buffer=tcfg["shuffle_buffer"],
+    batches = train_batches(shards, batch_size=tcfg["batch_size"] // world.world_size, pixels=pixels,
+                            tokenizer=tokenizer, num_samples=budget // world.world_size, seed=seed,
+                            shuffle_buffer=tcfg["shuffle_buffer"],
                             keep_keys={k for keys in replay.values() for k in keys} if replay else None,
-                            restricted_shards=replayed_shards)
+                            restricted_shards=replayed_shards, rank=world.rank, world_size=world.world_size,
+                            split=tcfg["data_split"])
     rows, seen, skipped, start = [], 0, 0, time.perf_counter()
     done = 0  # iterations already trained (a resumed job skips their batches)
     if state is not None:
@@ -161,7 +172,7 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
         print(f"resuming {run_name} at '{step}' from iteration {done} ({resume_path})", file=sys.stderr)
     window_start, window_seen = start, 0
     progress = tqdm(total=budget, initial=seen, unit="sample", desc=f"{method_name} {step}", file=sys.stderr,
-                    mininterval=5)
+                    mininterval=5, disable=not world.is_main)
     for i, batch in enumerate(batches):
         if i < done:  # the data stream is deterministic: replaying it restores the data position
             if i == done - 1:
@@ -185,10 +196,11 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
         optimizer.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        seen += len(batch.keys)
+        # every rank's batch holds the same number of good samples (train_batches tops them up)
+        seen += len(batch.keys) * world.world_size
         skipped += batch.skipped
-        window_seen += len(batch.keys)
-        progress.update(len(batch.keys))
+        window_seen += len(batch.keys) * world.world_size
+        progress.update(len(batch.keys) * world.world_size)
         if (i + 1) % tcfg["log_every"] == 0 or seen >= budget:
             now = time.perf_counter()
             rows.append({"iteration": i + 1, "samples_seen": seen, "loss": round(loss.item(), 6), "lr": lr,
@@ -196,7 +208,7 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
                          "skipped_corrupt": skipped})
             window_start, window_seen = now, 0
         every = tcfg["resume_every"]
-        if every and (i + 1) % every == 0 and seen < budget:
+        if every and (i + 1) % every == 0 and seen < budget and world.is_main:
             save_resume_state(resume_path, {
                 "fingerprint": fingerprint, "iteration": i + 1, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(), "rows": rows,
@@ -204,6 +216,7 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
     progress.close()
     method.after_step(ctx)
     seconds = time.perf_counter() - start
+    skipped = sum_over_ranks(skipped, world)
 
     macs_per_sample = TRAIN_FORWARD_MULTIPLIER * forward_macs
     compute = {"method": run_name, "base_method": method_name, "step": step, "step_index": t,
@@ -215,10 +228,13 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
                "samples_per_s": round(seen / seconds, 2), "seed": seed, "warmup_iterations": warmup,
                "max_lr": max_lr, "method_info": ctx.info}
 
-    _write_csv(rows, out_log)
-    Path(out_compute).write_text(json.dumps(compute, indent=2))
-    save_checkpoint({k: v.cpu() for k, v in model.state_dict().items()}, out_model)
-    resume_path.unlink(missing_ok=True)
+    compute["processes"] = world.world_size
+    if world.is_main:
+        _write_csv(rows, out_log)
+        Path(out_compute).write_text(json.dumps(compute, indent=2))
+        save_checkpoint({k: v.cpu() for k, v in model.state_dict().items()}, out_model)
+        resume_path.unlink(missing_ok=True)
+    barrier(world)
     return compute
 
 

@@ -1,17 +1,21 @@
-"""Entry point: train one (run, step) and write its checkpoint, log and compute record."""
+"""Entry point: train one (run, step) and write its checkpoint, log and compute record
+(in this process, or in one process per GPU / ``train.processes`` under torchrun)."""
+from pathlib import Path
+
 from ticlip_core.data.bucketing import step_shards
+from ticlip_core.launch import run_training
 from ticlip_core.runs import Run, run_config
-from ticlip_core.train import train_step
 from ticlip_core.workflow_io import logged
 
 with logged(snakemake.log[0]):
     run = Run(snakemake.wildcards.run, snakemake.params.method, dict(snakemake.params.train_overrides))
     config, step, steps_dir = run_config(snakemake.config, run), snakemake.wildcards.step, snakemake.input.steps_dir
     steps = config["tic"]["steps"]
-    summary = train_step(
-        config, method_name=run.method, run_name=run.name, step=step,
+    job = dict(
+        config=config, method_name=run.method, run_name=run.name, step=step,
         shards_by_step={s: step_shards(steps_dir, s, "train") for s in steps},
         val_shards_by_step={s: step_shards(steps_dir, s, "val") for s in steps},
         init_checkpoint=snakemake.input.get("init"),
         out_model=snakemake.output.model, out_log=snakemake.output.log, out_compute=snakemake.output.compute)
-    print(summary)
+    processes = int(snakemake.resources.get("gpu", 0) or 0) or config["train"]["processes"]
+    print(run_training(job, processes, Path(snakemake.output.model).with_name("job.json")))

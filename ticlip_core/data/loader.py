@@ -100,14 +100,27 @@ def _collate(samples: list[dict], pixels: PixelSpec, tokenizer: Callable | None)
 def train_batches(shards: list[str], *, batch_size: int, pixels: PixelSpec, tokenizer: Callable,
                   num_samples: int, seed: int, shuffle_buffer: int,
                   keep_keys: set[str] | None = None,
-                  restricted_shards: set[str] | None = None) -> Iterator[Batch]:
+                  restricted_shards: set[str] | None = None,
+                  rank: int = 0, world_size: int = 1, split: str = "shards") -> Iterator[Batch]:
     """Yield shuffled training batches until exactly ``num_samples`` good samples have been seen.
 
     The shard list is reshuffled and streamed again as often as the budget needs (each pass
     with its own seed), so sampling is uniform over the union of ``shards``. ``keep_keys``
     restricts the stream to a subset of keys (replay buffers): in ``restricted_shards`` only,
     or in every shard when ``restricted_shards`` is None.
+
+    With ``world_size`` > 1 (data-parallel training), ``batch_size`` and ``num_samples`` are
+    this rank's, and the ranks see disjoint data: ``split="shards"`` gives each rank every
+    ``world_size``-th shard of each pass (webdataset's way: no rank reads another's shards);
+    ``split="samples"`` streams every shard on every rank and keeps every ``world_size``-th
+    sample of the seeded order, so that within a pass the ranks' batches together are exactly
+    the one-process batch of ``world_size`` times the size (reads all, decodes its own).
     """
+    if split not in ("shards", "samples"):
+        raise ValueError(f"train_batches: split must be 'shards' or 'samples', not {split!r}")
+    if world_size > 1 and split == "shards" and len(shards) < world_size:
+        raise ValueError(f"train_batches: {len(shards)} shards cannot be split across {world_size} ranks; "
+                         "use more, smaller shards (data.samples_per_shard) or train.data_split: samples")
     def keep(sample: dict) -> bool:
         if keep_keys is None or (restricted_shards is not None and sample["__url__"] not in restricted_shards):
             return True
@@ -120,13 +133,14 @@ def train_batches(shards: list[str], *, batch_size: int, pixels: PixelSpec, toke
         rng = random.Random(f"{seed}:{epoch}")
         urls = list(shards)
         rng.shuffle(urls)
-        stream = wds.DataPipeline(
-            wds.SimpleShardList(urls),
-            wds.tarfile_to_samples(),
-            wds.select(keep),
-            wds.shuffle(shuffle_buffer, initial=shuffle_buffer, rng=rng),
-            wds.map(_decode(pixels)),
-        )
+        stages = [wds.SimpleShardList(urls)]
+        if world_size > 1 and split == "shards":
+            stages.append(_every_nth(rank, world_size))
+            rng = random.Random(f"{seed}:{epoch}:{rank}")
+        stages += [wds.tarfile_to_samples(), wds.select(keep), wds.shuffle(shuffle_buffer, initial=shuffle_buffer, rng=rng)]
+        if world_size > 1 and split == "samples":
+            stages.append(_every_nth(rank, world_size))
+        stream = wds.DataPipeline(*stages, wds.map(_decode(pixels)))
         good_this_pass = 0
         for sample in stream:
             good_this_pass += "corrupt" not in sample
@@ -142,6 +156,15 @@ def train_batches(shards: list[str], *, batch_size: int, pixels: PixelSpec, toke
         if good_this_pass == 0:
             raise ValueError(f"train_batches: the {len(shards)} shards hold no usable samples")
         epoch += 1
+
+
+def _every_nth(rank: int, world_size: int):
+    """A pipeline stage keeping items ``rank``, ``rank + world_size``, ... of its input."""
+    def stage(items):
+        for i, item in enumerate(items):
+            if i % world_size == rank:
+                yield item
+    return stage
 
 
 def eval_batches(shards: list[str], *, batch_size: int, pixels: PixelSpec,
