@@ -15,7 +15,9 @@ with logged(snakemake.log[0]):
     templates = config["eval"]["templates"]
     torch.set_num_threads(snakemake.threads)
     # the weights come from the checkpoints; a pretrained tag only sets the preprocessing
-    model, _, _, tokenizer = create_model(config["model"]["name"], config["model"]["pretrained"], load_weights=False)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, _, _, tokenizer = create_model(config["model"]["name"], config["model"]["pretrained"], device=device,
+                                          load_weights=False)
     test_shards = {s: step_shards(snakemake.input.steps_dir, s, "test") for s in steps}
     if config["data"]["source"] == "synthetic":
         dynamic_labels = synthetic_labels(world.class_names(), templates)
@@ -29,7 +31,7 @@ with logged(snakemake.log[0]):
         labels = None if name == SYNTHETIC_STATIC else shard_dir_labels(folder, spec.get("templates") or templates)
         static_sets[name] = (shards, labels)
     for train_step, checkpoint, out in zip(steps, snakemake.input.models, snakemake.output):
-        load_checkpoint(model, checkpoint)
+        load_checkpoint(model, checkpoint)  # loads on the CPU, copies into the model's device
         rows = evaluate_checkpoint(model, tokenizer, config=config, study="tic", method=snakemake.wildcards.run,
                                    train_step=train_step, test_shards=test_shards,
                                    dynamic_labels=dynamic_labels, static_sets=static_sets)
