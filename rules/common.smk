@@ -6,6 +6,7 @@ from pathlib import Path
 from ticlip_core.data.bucketing import parse_steps
 from ticlip_core.data.source import metadata_spec
 from ticlip_core.methods import available_methods, get_method
+from ticlip_core.resources import job_resources
 from ticlip_core.runs import ablation_runs, tic_runs
 
 RESULTS = config["results"]
@@ -31,6 +32,14 @@ _pretrained = config["model"]["pretrained"]
 if _pretrained and (len(Path(_pretrained).parts) > 1 or Path(_pretrained).suffix in (".pt", ".bin", ".safetensors")):
     if not Path(_pretrained).is_file():
         raise ValueError(f"model.pretrained: local checkpoint '{_pretrained}' does not exist")
+
+# What jobs ask a cluster for (config resources.{train,evaluate,data}); the local executor schedules by cores alone.
+RESOURCES = {kind: job_resources(block) for kind, block in config["resources"].items()}
+# Synthesis spreads over processes. A local run gives it every core; a cluster run has no such total
+# (Snakemake knows at most the submit host's cores), so there it takes resources.data.cpus_per_task.
+# Cluster: jobs are submitted (--jobs sets workflow.nodes), or this is a submitted job running on a node.
+ON_CLUSTER = workflow.nodes is not None or workflow.remote_exec
+PARALLEL_THREADS = config["resources"]["data"]["cpus_per_task"] if ON_CLUSTER else workflow.cores
 
 SOURCE = config["data"]["source"]
 if SOURCE == "synthetic":

@@ -15,7 +15,9 @@ if SOURCE == "synthetic":
             f"{LOGS}/data/synthesize_world.log",
         benchmark:
             f"{BENCH}/data/synthesize_world.tsv"
-        threads: workflow.cores
+        resources:
+            **RESOURCES["data"],
+        threads: PARALLEL_THREADS
         script:
             "../workflow_scripts/synthesize.py"
 
@@ -32,7 +34,9 @@ if SOURCE == "synthetic":
             f"{LOGS}/data/synthesize_static.log",
         benchmark:
             f"{BENCH}/data/synthesize_static.tsv"
-        threads: workflow.cores
+        resources:
+            **RESOURCES["data"],
+        threads: PARALLEL_THREADS
         script:
             "../workflow_scripts/synthesize.py"
 
@@ -56,6 +60,8 @@ else:
             f"{LOGS}/data/prepare_metadata.log",
         benchmark:
             f"{BENCH}/data/prepare_metadata.tsv"
+        resources:
+            **RESOURCES["data"],
         script:
             "../workflow_scripts/prepare_metadata.py"
 
@@ -73,6 +79,8 @@ else:
             f"{LOGS}/data/download.log",
         benchmark:
             f"{BENCH}/data/download.tsv"
+        resources:
+            **RESOURCES["data"],
         threads: config["data"]["download"]["processes_count"]
         script:
             "../workflow_scripts/download.py"
@@ -88,6 +96,8 @@ else:
             f"{LOGS}/data/static/{{static_set}}.log",
         benchmark:
             f"{BENCH}/data/static/{{static_set}}.tsv"
+        resources:
+            **RESOURCES["data"],
         script:
             "../workflow_scripts/prepare_static_set.py"
 
@@ -111,6 +121,8 @@ rule bucket:
         f"{LOGS}/data/bucket.log",
     benchmark:
         f"{BENCH}/data/bucket.tsv"
+    resources:
+        **RESOURCES["data"],
     script:
         "../workflow_scripts/bucket.py"
 

@@ -20,6 +20,8 @@ rule evaluate_run:
         f"{LOGS}/tic/evaluate/{{run}}.log",
     benchmark:
         f"{BENCH}/tic/evaluate/{{run}}.tsv"
+    resources:
+        **RESOURCES["evaluate"],
     threads: 1
     script:
         "../workflow_scripts/evaluate.py"

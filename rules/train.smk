@@ -17,6 +17,8 @@ rule train_step:
         f"{LOGS}/tic/train/{{run}}/{{step}}.log",
     benchmark:
         f"{BENCH}/tic/train/{{run}}/{{step}}.tsv"
+    resources:
+        **RESOURCES["train"],
     threads: config["train"]["threads"]
     script:
         "../workflow_scripts/train_step.py"
