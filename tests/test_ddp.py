@@ -1,9 +1,7 @@
 """Data-parallel training under torchrun (two gloo processes on the CPU) against one process."""
-import json
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import micro_config
@@ -58,13 +56,14 @@ def test_two_processes_match_one_with_the_same_global_batch(tiny_world, tmp_path
     assert not (tmp_path / "two" / "job.json").exists()
 
 
-def test_an_uneven_split_is_refused(tiny_world, tmp_path):
+def test_an_uneven_split_is_refused_before_any_process_starts(tiny_world, tmp_path, monkeypatch):
+    from ticlip_core.train import train_step
+
     job = _job(tiny_world, tmp_path / "odd")
     job["config"]["train"]["budget_samples"] = 95
-    job_file = tmp_path / "odd" / "job.json"
-    job_file.write_text(json.dumps(job))
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "ticlip_core.launch", str(job_file)], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode != 0
-    assert "a budget of 95 samples cannot be split evenly across 2 processes" in out.stderr
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun would set it
+    with pytest.raises(ValueError, match="a budget of 95 samples cannot be split evenly across 2 processes"):
+        train_step(**job)
+    job["config"]["train"].update(budget_samples=96, batch_size=15)
+    with pytest.raises(ValueError, match="train.batch_size 15 is not divisible by the 2 processes"):
+        train_step(**job)

@@ -42,9 +42,7 @@ def test_sigkilled_training_resumes_to_the_same_weights(tiny_world, tmp_path):
     model, *_ = create_model(micro_config()["model"]["name"], None, seed=3)
     save_checkpoint(model.state_dict(), init)
 
-    whole = _start(tiny_world, tmp_path / "whole", init)
-    assert whole.wait(timeout=300) == 0, whole.stderr.read()[-3000:]
-
+    whole = _start(tiny_world, tmp_path / "whole", init)  # runs alongside the one that is killed
     killed = _start(tiny_world, tmp_path / "killed", init)
     resume = tmp_path / "killed" / "resume.pt"
     deadline = time.time() + 300
@@ -56,6 +54,7 @@ def test_sigkilled_training_resumes_to_the_same_weights(tiny_world, tmp_path):
     saved_at = torch.load(resume, weights_only=True)["iteration"]
     assert 0 < saved_at < 40
 
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()[-3000:]
     again = _start(tiny_world, tmp_path / "killed", init)
     assert again.wait(timeout=300) == 0, again.stderr.read()[-3000:]
     assert f"from iteration {saved_at}" in again.stderr.read()

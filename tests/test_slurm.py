@@ -15,21 +15,21 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# Two methods over two steps keep it short; CPU jobs only (the CI node has no GPU) and small
+# One method over two steps keeps it short; CPU jobs only (the CI node has no GPU) and small
 # enough for a 2-core runner. Synthesis asks 1 CPU so that both synthesis jobs run at once.
 SUBSET = """\
 data:
   synthetic: {years: [2014, 2015]}
 tic:
   steps: ["2014", "2015"]
-  methods: [sequential, lwf]
+  methods: [sequential]
   lr_ablation: {method: null}
 resources:
   train: {gpu: 0, mem_mb: 1000, runtime: 10}
   evaluate: {gpu: 0, mem_mb: 1000, runtime: 10}
   data: {cpus_per_task: 1, mem_mb: 1000, runtime: 10}
 """
-RUNS, STEPS = ["sequential", "lwf"], ["2014", "2015"]
+RUNS, STEPS = ["sequential"], ["2014", "2015"]
 TARGET = "results/tic/table2.csv"  # the tables need every evaluation, hence every training step
 COMPARED = ["results/tic/table2.csv", "results/tic/per_step.csv", "results/tic/all_evals.csv",
             *[f"results/tic/evals/{r}/{s}.csv" for r in RUNS for s in STEPS]]
@@ -41,6 +41,10 @@ SLURM_TEST_ARGS = ["--slurm-status-command", "squeue", "--slurm-no-account", "--
 
 def _slurm_missing() -> str | None:
     """Why SLURM cannot run jobs here, or None."""
+    if os.environ.get("TICLIP_SLURM_TEST") != "1":
+        # about 2.5 minutes, mostly the plugin's waits between status checks: it does not fit the
+        # suite's 10-minute budget yet, so it is opt-in (TICLIP_SLURM_TEST=1 make test)
+        return "opt-in: set TICLIP_SLURM_TEST=1 (and start SLURM with .ci/start_slurm.sh) to run it"
     for tool in ("sbatch", "sinfo", "squeue", "scontrol"):
         if shutil.which(tool) is None:
             return f"no '{tool}' on PATH: no SLURM here (CI starts one with .ci/start_slurm.sh)"
@@ -111,9 +115,9 @@ def test_every_job_ran_as_a_slurm_job(runs):
     root, log = runs
     jobs, submitted = _jobs(log), _submitted(log)
     rules = sorted(jobs[j] for j in submitted)
-    # synthesis of world and static set, bucketing, 2 runs x 2 steps of training, 2 evaluations, the table
-    assert rules == sorted(["synthesize_world", "synthesize_static", "bucket", *["train_step"] * 4,
-                            *["evaluate_run"] * 2, "tic_table"]), log[-3000:]
+    # synthesis of world and static set, bucketing, 2 steps of training, the evaluation, the table
+    assert rules == sorted(["synthesize_world", "synthesize_static", "bucket", *["train_step"] * 2,
+                            "evaluate_run", "tic_table"]), log[-3000:]
     assert set(jobs) - set(submitted) == set(), "jobs run outside SLURM"
     for job, (slurm_id, slurm_log) in submitted.items():
         assert slurm_log.name == f"{slurm_id}.log" and f"rule_{jobs[job]}" in slurm_log.parts

@@ -105,10 +105,14 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
     run_name = run_name or method_name
     method = get_method(method_name, **config.get("methods", {}).get(method_name, {}))
     torch.set_num_threads(tcfg["threads"])
+    processes = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's; checked before joining the group
+    if tcfg["batch_size"] % processes:
+        raise ValueError(f"train.batch_size {tcfg['batch_size']} is not divisible by the {processes} processes")
+    if method.budget(t, tcfg["budget_samples"]) % processes:
+        raise ValueError(f"step '{step}': a budget of {method.budget(t, tcfg['budget_samples'])} samples cannot be "
+                         f"split evenly across {processes} processes; choose train.budget_samples divisible by it")
     world = init_world()
     device = world.device()
-    if tcfg["batch_size"] % world.world_size:
-        raise ValueError(f"train.batch_size {tcfg['batch_size']} is not divisible by the {world.world_size} processes")
     # One seed per step, shared by every method and run (common random numbers): at the first
     # step all methods train identically, so they start from the same model, and later
     # differences come from the methods rather than from initialisation luck.
@@ -134,9 +138,6 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
                          derived_seed(seed, "replay"))
     shards = [s for name in plan for s in shards_by_step[name]]
     budget = method.budget(t, tcfg["budget_samples"])
-    if budget % world.world_size:
-        raise ValueError(f"step '{step}': a budget of {budget} samples cannot be split evenly across "
-                         f"{world.world_size} processes; choose train.budget_samples divisible by it")
     iterations = math.ceil(budget / tcfg["batch_size"])
     # TiC-CLIP drops warm-up when training *continues* from the previous step; a model that
     # starts from a fresh initialisation (every Oracle and Restart step) always warms up.
