@@ -108,9 +108,10 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
     processes = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's; checked before joining the group
     if tcfg["batch_size"] % processes:
         raise ValueError(f"train.batch_size {tcfg['batch_size']} is not divisible by the {processes} processes")
-    if method.budget(t, tcfg["budget_samples"]) % processes:
-        raise ValueError(f"step '{step}': a budget of {method.budget(t, tcfg['budget_samples'])} samples cannot be "
-                         f"split evenly across {processes} processes; choose train.budget_samples divisible by it")
+    budget = method.budget(t, tcfg["budget_samples"])
+    if budget % processes:
+        raise ValueError(f"step '{step}': a budget of {budget} samples cannot be split evenly across "
+                         f"{processes} processes; choose train.budget_samples divisible by it")
     world = init_world()
     device = world.device()
     # One seed per step, shared by every method and run (common random numbers): at the first
@@ -137,7 +138,6 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
     replay = draw_replay({s: shard_keys(shards_by_step[s]) for s in replay_counts}, replay_counts,
                          derived_seed(seed, "replay"))
     shards = [s for name in plan for s in shards_by_step[name]]
-    budget = method.budget(t, tcfg["budget_samples"])
     iterations = math.ceil(budget / tcfg["batch_size"])
     # TiC-CLIP drops warm-up when training *continues* from the previous step; a model that
     # starts from a fresh initialisation (every Oracle and Restart step) always warms up.

@@ -39,8 +39,31 @@ class RetrievalSample:
     meta: dict = field(default_factory=dict)
 
 
+class _SampleSequence:
+    """``len``, iteration and indexing over ``self.samples``."""
+
+    samples: list
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self) -> Iterator:
+        return iter(self.samples)
+
+    def __getitem__(self, index: int):
+        return self.samples[index]
+
+
+def _check_unique_keys(dataset) -> None:
+    seen: set[str] = set()
+    for sample in dataset.samples:
+        if sample.key in seen:
+            raise ValueError(f"{dataset.name}: sample key {sample.key!r} occurs more than once")
+        seen.add(sample.key)
+
+
 @dataclass
-class ClassificationSet:
+class ClassificationSet(_SampleSequence):
     """A labelled image set: ``classnames[label]`` names each sample's class.
 
     ``skipped`` counts what the loader left out, by reason (e.g. ``{"crowd": 3, "small": 7}``);
@@ -55,23 +78,11 @@ class ClassificationSet:
 
     def __post_init__(self) -> None:
         n = len(self.classnames)
-        seen: set[str] = set()
         for sample in self.samples:
             if not 0 <= sample.label < n:
                 raise ValueError(f"{self.name}: sample {sample.key!r} has label {sample.label}, "
                                  f"outside [0, {n}) for {n} classes")
-            if sample.key in seen:
-                raise ValueError(f"{self.name}: sample key {sample.key!r} occurs more than once")
-            seen.add(sample.key)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __iter__(self) -> Iterator[ClassificationSample]:
-        return iter(self.samples)
-
-    def __getitem__(self, index: int) -> ClassificationSample:
-        return self.samples[index]
+        _check_unique_keys(self)
 
     def class_counts(self) -> list[int]:
         """Number of samples of each class, indexed by label (zeros included)."""
@@ -82,7 +93,7 @@ class ClassificationSet:
 
 
 @dataclass
-class RetrievalSet:
+class RetrievalSet(_SampleSequence):
     """Images with captions, for image-text retrieval; every sample has at least one caption."""
 
     name: str
@@ -91,22 +102,10 @@ class RetrievalSet:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        seen: set[str] = set()
         for sample in self.samples:
             if not sample.captions:
                 raise ValueError(f"{self.name}: sample {sample.key!r} has no captions")
-            if sample.key in seen:
-                raise ValueError(f"{self.name}: sample key {sample.key!r} occurs more than once")
-            seen.add(sample.key)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __iter__(self) -> Iterator[RetrievalSample]:
-        return iter(self.samples)
-
-    def __getitem__(self, index: int) -> RetrievalSample:
-        return self.samples[index]
+        _check_unique_keys(self)
 
 
 def open_rgb(path: str | os.PathLike) -> Image.Image:
