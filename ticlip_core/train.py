@@ -162,7 +162,7 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
                             shuffle_buffer=tcfg["shuffle_buffer"],
                             keep_keys={k for keys in replay.values() for k in keys} if replay else None,
                             restricted_shards=replayed_shards, rank=world.rank, world_size=world.world_size,
-                            split=tcfg["data_split"])
+                            split=tcfg["data_split"], workers=tcfg["workers"])
     rows, seen, skipped, start = [], 0, 0, time.perf_counter()
     done = 0  # iterations already trained (a resumed job skips their batches)
     if state is not None:

@@ -101,7 +101,7 @@ def train_batches(shards: list[str], *, batch_size: int, pixels: PixelSpec, toke
                   num_samples: int, seed: int, shuffle_buffer: int,
                   keep_keys: set[str] | None = None,
                   restricted_shards: set[str] | None = None,
-                  rank: int = 0, world_size: int = 1, split: str = "shards") -> Iterator[Batch]:
+                  rank: int = 0, world_size: int = 1, split: str = "shards", workers: int = 0) -> Iterator[Batch]:
     """Yield shuffled training batches until exactly ``num_samples`` good samples have been seen.
 
     The shard list is reshuffled and streamed again as often as the budget needs (each pass
@@ -115,47 +115,102 @@ def train_batches(shards: list[str], *, batch_size: int, pixels: PixelSpec, toke
     ``split="samples"`` streams every shard on every rank and keeps every ``world_size``-th
     sample of the seeded order, so that within a pass the ranks' batches together are exactly
     the one-process batch of ``world_size`` times the size (reads all, decodes its own).
+
+    ``workers`` > 0 decodes in that many data-loader processes, which split this rank's share
+    the same way (``rank * workers + worker`` of ``world_size * workers`` parts); worker ``w``
+    assembles batches ``w``, ``w + workers``, ... and the loader returns them in that order, so
+    the stream stays deterministic for a given number of workers (a resumed job replays it).
     """
     if split not in ("shards", "samples"):
         raise ValueError(f"train_batches: split must be 'shards' or 'samples', not {split!r}")
-    if world_size > 1 and split == "shards" and len(shards) < world_size:
-        raise ValueError(f"train_batches: {len(shards)} shards cannot be split across {world_size} ranks; "
-                         "use more, smaller shards (data.samples_per_shard) or train.data_split: samples")
-    def keep(sample: dict) -> bool:
-        if keep_keys is None or (restricted_shards is not None and sample["__url__"] not in restricted_shards):
-            return True
-        return sample["__key__"] in keep_keys
-
     if not shards:
         raise ValueError("train_batches: no training shards")
-    seen, epoch, pending, pending_good = 0, 0, [], 0
-    while seen < num_samples:
-        rng = random.Random(f"{seed}:{epoch}")
-        urls = list(shards)
-        rng.shuffle(urls)
-        stages = [wds.SimpleShardList(urls)]
-        if world_size > 1 and split == "shards":
-            stages.append(_every_nth(rank, world_size))
-            rng = random.Random(f"{seed}:{epoch}:{rank}")
-        stages += [wds.tarfile_to_samples(), wds.select(keep), wds.shuffle(shuffle_buffer, initial=shuffle_buffer, rng=rng)]
-        if world_size > 1 and split == "samples":
-            stages.append(_every_nth(rank, world_size))
-        stream = wds.DataPipeline(*stages, wds.map(_decode(pixels)))
-        good_this_pass = 0
-        for sample in stream:
-            good_this_pass += "corrupt" not in sample
+    parts = world_size * max(workers, 1)
+    if parts > 1 and split == "shards" and len(shards) < parts:
+        raise ValueError(f"train_batches: {len(shards)} shards cannot be split across {world_size} ranks x "
+                         f"{max(workers, 1)} data-loader workers; use more, smaller shards "
+                         "(data.samples_per_shard), fewer train.workers or train.data_split: samples")
+    sizes = [min(batch_size, num_samples - start) for start in range(0, num_samples, batch_size)]
+    streams = _BatchStreams(shards, sizes=sizes, pixels=pixels, tokenizer=tokenizer, seed=seed,
+                            shuffle_buffer=shuffle_buffer, keep_keys=keep_keys,
+                            restricted_shards=restricted_shards, rank=rank, world_size=world_size, split=split,
+                            workers=workers)
+    if workers == 0:
+        return streams.part_batches(rank, world_size, sizes)
+    # batch_size=None: each item is already a batch; in-order delivery keeps the order fixed
+    return iter(torch.utils.data.DataLoader(streams, batch_size=None, num_workers=workers,
+                                            persistent_workers=False, prefetch_factor=2))
+
+
+@dataclass
+class _BatchStreams(torch.utils.data.IterableDataset):
+    """The batches of one rank; iterated in a data-loader worker, that worker's share of them."""
+
+    shards: list[str]
+    sizes: list[int]  # good samples in each of the rank's batches, in order
+    pixels: PixelSpec
+    tokenizer: Callable
+    seed: int
+    shuffle_buffer: int
+    keep_keys: set[str] | None
+    restricted_shards: set[str] | None
+    rank: int
+    world_size: int
+    split: str
+    workers: int
+
+    def __post_init__(self):
+        super().__init__()
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else 0
+        n = max(self.workers, 1)
+        return self.part_batches(self.rank * n + worker, self.world_size * n, self.sizes[worker::n])
+
+    def part_batches(self, part: int, parts: int, sizes: list[int]) -> Iterator[Batch]:
+        """Batches of ``sizes`` good samples from part ``part`` of ``parts`` of the seeded stream."""
+        pending, pending_good, done = [], 0, 0
+        if not sizes:
+            return
+        for sample in self._samples(part, parts):
             pending.append(sample)
             pending_good += "corrupt" not in sample
-            if pending_good == min(batch_size, num_samples - seen):
-                batch = _collate(pending, pixels, tokenizer)
-                pending, pending_good = [], 0
-                seen += len(batch.keys)
-                yield batch
-                if seen >= num_samples:
+            if pending_good == sizes[done]:
+                yield _collate(pending, self.pixels, self.tokenizer)
+                pending, pending_good, done = [], 0, done + 1
+                if done == len(sizes):
                     return
-        if good_this_pass == 0:
-            raise ValueError(f"train_batches: the {len(shards)} shards hold no usable samples")
-        epoch += 1
+
+    def _samples(self, part: int, parts: int) -> Iterator[dict]:
+        """Decoded samples (corrupt ones marked) of this part, pass after pass, without end."""
+        def keep(sample: dict) -> bool:
+            if self.keep_keys is None or (self.restricted_shards is not None
+                                          and sample["__url__"] not in self.restricted_shards):
+                return True
+            return sample["__key__"] in self.keep_keys
+
+        epoch = 0
+        while True:
+            rng = random.Random(f"{self.seed}:{epoch}")
+            urls = list(self.shards)
+            rng.shuffle(urls)
+            stages = [wds.SimpleShardList(urls)]
+            if parts > 1 and self.split == "shards":
+                stages.append(_every_nth(part, parts))
+                rng = random.Random(f"{self.seed}:{epoch}:{part}")
+            stages += [wds.tarfile_to_samples(), wds.select(keep),
+                       wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)]
+            if parts > 1 and self.split == "samples":
+                stages.append(_every_nth(part, parts))
+            good_this_pass = 0
+            for sample in wds.DataPipeline(*stages, wds.map(_decode(self.pixels))):
+                good_this_pass += "corrupt" not in sample
+                yield sample
+            if good_this_pass == 0:
+                raise ValueError(f"train_batches: the {len(self.shards)} shards hold no usable samples"
+                                 + (f" for part {part} of {parts}" if parts > 1 else ""))
+            epoch += 1
 
 
 def _every_nth(rank: int, world_size: int):
