@@ -1,5 +1,5 @@
-"""A training job killed with SIGKILL mid-step resumes from its last saved state, and its final
-weights equal those of an uninterrupted run."""
+"""A training job killed with SIGKILL mid-step resumes, when its rule is rerun, from its last
+saved state, and its final weights equal those of an uninterrupted run."""
 import json
 import os
 import signal
@@ -12,62 +12,69 @@ import pandas as pd
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-
-_SCRIPT = """
-import json, sys
-sys.path.insert(0, {tests!r})
-from conftest import micro_config
-from ticlip_core.data.bucketing import step_shards
-from ticlip_core.train import train_step
-cfg = micro_config(budget_samples=640, batch_size=16, resume_every=5, log_every=5)
-steps = {steps!r}
-train_step(cfg, method_name="lwf", step="2015", init_checkpoint={init!r},
-           shards_by_step={{s: step_shards(steps, s, "train") for s in ("2014", "2015")}},
-           out_model={out!r} + "/model.pt", out_log={out!r} + "/train_log.csv", out_compute={out!r} + "/compute.json")
+# Two LwF steps: the killed one (the second) has a teacher whose extra MACs must carry over.
+# 40 iterations of 16 samples, a resumable state every 5.
+SUBSET = """\
+data:
+  synthetic: {years: [2014, 2015]}
+tic:
+  steps: ["2014", "2015"]
+  methods: [lwf]
+  lr_ablation: {method: null}
+train: {budget_samples: 640, batch_size: 16, resume_every: 5, log_every: 5}
 """
+MODELS = "results/tic/models/lwf"
+TARGET = f"{MODELS}/2015/model.pt"
 
 
-def _start(tiny_world, out: Path, init: Path):
-    out.mkdir(parents=True, exist_ok=True)
-    code = _SCRIPT.format(tests=str(ROOT / "tests"), steps=str(tiny_world / "steps"), out=str(out), init=str(init))
-    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+def _snakemake(work: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work),
+            "--configfile", str(ROOT / "configs/micro.yaml"), str(work.parent / "subset.yaml"), "--cores", "1",
+            *extra]
 
 
-def test_sigkilled_training_resumes_to_the_same_weights(tiny_world, tmp_path):
-    from conftest import micro_config
-    from ticlip_core.models import create_model, save_checkpoint
+def _start(work: Path) -> subprocess.Popen:
+    work.mkdir()
+    return subprocess.Popen(_snakemake(work, TARGET), stdout=open(work.parent / f"{work.name}.log", "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
 
-    init = tmp_path / "init.pt"  # LwF at a second step: a teacher, and extra MACs to carry over
-    model, *_ = create_model(micro_config()["model"]["name"], None, seed=3)
-    save_checkpoint(model.state_dict(), init)
 
-    whole = _start(tiny_world, tmp_path / "whole", init)  # runs alongside the one that is killed
-    killed = _start(tiny_world, tmp_path / "killed", init)
-    resume = tmp_path / "killed" / "resume.pt"
-    deadline = time.time() + 300
-    while not resume.exists() and killed.poll() is None and time.time() < deadline:
+def test_sigkilled_training_job_resumes_to_the_same_weights_when_the_rule_is_rerun(tmp_path):
+    (tmp_path / "subset.yaml").write_text(SUBSET)
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    uninterrupted = _start(whole)  # runs alongside the one that is killed
+    crashing = _start(killed)
+    resume = killed / MODELS / "2015/resume.pt"
+    deadline = time.time() + 400
+    while not resume.exists() and crashing.poll() is None and time.time() < deadline:
         time.sleep(0.02)
-    os.kill(killed.pid, signal.SIGKILL)
-    assert killed.wait(timeout=30) == -signal.SIGKILL
-    assert not (tmp_path / "killed" / "model.pt").exists()  # killed mid-step: no checkpoint yet
+    assert resume.exists(), "no resumable state was saved:\n" + (tmp_path / "killed.log").read_text()[-3000:]
+    os.killpg(crashing.pid, signal.SIGKILL)  # Snakemake and its job die at once, as on a crashed node
+    crashing.wait(timeout=30)
+    assert not (killed / TARGET).exists()  # killed mid-step: no checkpoint yet
     saved_at = torch.load(resume, weights_only=True)["iteration"]
     assert 0 < saved_at < 40
+    first_step = (killed / MODELS / "2014/model.pt").stat().st_mtime_ns
 
-    assert whole.wait(timeout=300) == 0, whole.stderr.read()[-3000:]
-    again = _start(tiny_world, tmp_path / "killed", init)
-    assert again.wait(timeout=300) == 0, again.stderr.read()[-3000:]
-    assert f"from iteration {saved_at}" in again.stderr.read()
+    assert uninterrupted.wait(timeout=400) == 0, (tmp_path / "whole.log").read_text()[-3000:]
+    # what the README says to do after a crash: unlock, then the same command (the workflow's
+    # default profile sets rerun-incomplete)
+    subprocess.run(_snakemake(killed, "--unlock"), check=True, capture_output=True, timeout=120)
+    again = subprocess.run(_snakemake(killed, TARGET), capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "rule train_step" in again.stdout + again.stderr  # the rule itself was rerun
+    job_log = (killed / "results/logs/tic/train/lwf/2015.log").read_text()
+    assert f"resuming lwf at '2015' from iteration {saved_at}" in job_log, job_log[-3000:]
+    assert (killed / MODELS / "2014/model.pt").stat().st_mtime_ns == first_step  # the finished step is kept
     assert not resume.exists()  # removed once the step's checkpoint is written
 
-    a = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
-    b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)
+    a = torch.load(whole / TARGET, weights_only=True)
+    b = torch.load(killed / TARGET, weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    log_a = pd.read_csv(tmp_path / "whole" / "train_log.csv")
-    log_b = pd.read_csv(tmp_path / "killed" / "train_log.csv")
+    log_a, log_b = (pd.read_csv(w / MODELS / "2015/train_log.csv") for w in (whole, killed))
     assert list(log_a["iteration"]) == list(log_b["iteration"]) == list(range(5, 45, 5))
     assert (log_a["loss"] == log_b["loss"]).all()
-    ca, cb = (json.loads((tmp_path / d / "compute.json").read_text()) for d in ("whole", "killed"))
+    ca, cb = (json.loads((w / MODELS / "2015/compute.json").read_text()) for w in (whole, killed))
     assert ca["macs"] == cb["macs"] and ca["extra_macs"] == cb["extra_macs"] > 0
 
 
