@@ -30,3 +30,14 @@ def tiny_world(tmp_path_factory):
     assigned = assign_steps(read_shard_metadata(root / "shards"), steps, 0.05, 0.1)
     write_step_shards(assigned, root / "shards", root / "steps", 50)
     return root
+
+
+# The longest modules first: with pytest-xdist (`make test` runs `-n auto --dist loadfile`) they
+# then start at once on separate workers instead of finishing last.
+LONGEST_FIRST = ["test_workflow.py", "test_slurm.py", "test_download.py", "test_resume.py", "test_ddp.py",
+                 "test_drift.py"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order

@@ -2,6 +2,7 @@
 saved state, and its final weights equal those of an uninterrupted run."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,48 +34,51 @@ def _snakemake(work: Path, *extra: str) -> list[str]:
             *extra]
 
 
-def _start(work: Path) -> subprocess.Popen:
-    work.mkdir()
-    return subprocess.Popen(_snakemake(work, TARGET), stdout=open(work.parent / f"{work.name}.log", "w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
-
-
 def test_sigkilled_training_job_resumes_to_the_same_weights_when_the_rule_is_rerun(tmp_path):
     (tmp_path / "subset.yaml").write_text(SUBSET)
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    uninterrupted = _start(whole)  # runs alongside the one that is killed
-    crashing = _start(killed)
-    resume = killed / MODELS / "2015/resume.pt"
+    work = tmp_path / "work"
+    work.mkdir()
+    with open(tmp_path / "killed.log", "w") as out:
+        crashing = subprocess.Popen(_snakemake(work, TARGET), stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+    resume = work / MODELS / "2015/resume.pt"
     deadline = time.time() + 400
     while not resume.exists() and crashing.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     assert resume.exists(), "no resumable state was saved:\n" + (tmp_path / "killed.log").read_text()[-3000:]
     os.killpg(crashing.pid, signal.SIGKILL)  # Snakemake and its job die at once, as on a crashed node
     crashing.wait(timeout=30)
-    assert not (killed / TARGET).exists()  # killed mid-step: no checkpoint yet
+    assert not (work / TARGET).exists()  # killed mid-step: no checkpoint yet
     saved_at = torch.load(resume, weights_only=True)["iteration"]
     assert 0 < saved_at < 40
-    first_step = (killed / MODELS / "2014/model.pt").stat().st_mtime_ns
+    first_step = (work / MODELS / "2014/model.pt").stat().st_mtime_ns
 
-    assert uninterrupted.wait(timeout=400) == 0, (tmp_path / "whole.log").read_text()[-3000:]
     # what the README says to do after a crash: unlock, then the same command (the workflow's
     # default profile sets rerun-incomplete)
-    subprocess.run(_snakemake(killed, "--unlock"), check=True, capture_output=True, timeout=120)
-    again = subprocess.run(_snakemake(killed, TARGET), capture_output=True, text=True, timeout=400)
+    subprocess.run(_snakemake(work, "--unlock"), check=True, capture_output=True, timeout=120)
+    again = subprocess.run(_snakemake(work, TARGET), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "rule train_step" in again.stdout + again.stderr  # the rule itself was rerun
-    job_log = (killed / "results/logs/tic/train/lwf/2015.log").read_text()
+    job_log = (work / "results/logs/tic/train/lwf/2015.log").read_text()
     assert f"resuming lwf at '2015' from iteration {saved_at}" in job_log, job_log[-3000:]
-    assert (killed / MODELS / "2014/model.pt").stat().st_mtime_ns == first_step  # the finished step is kept
+    assert (work / MODELS / "2014/model.pt").stat().st_mtime_ns == first_step  # the finished step is kept
     assert not resume.exists()  # removed once the step's checkpoint is written
 
-    a = torch.load(whole / TARGET, weights_only=True)
-    b = torch.load(killed / TARGET, weights_only=True)
+    # the reference: the same job run again from scratch, uninterrupted
+    resumed = tmp_path / "resumed"
+    shutil.copytree(work / MODELS / "2015", resumed)
+    forced = subprocess.run(_snakemake(work, "--force", TARGET), capture_output=True, text=True, timeout=600)
+    assert forced.returncode == 0, forced.stdout[-3000:] + forced.stderr[-3000:]
+    assert "resuming" not in (work / "results/logs/tic/train/lwf/2015.log").read_text()
+    whole = work / MODELS / "2015"
+
+    a = torch.load(whole / "model.pt", weights_only=True)
+    b = torch.load(resumed / "model.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    log_a, log_b = (pd.read_csv(w / MODELS / "2015/train_log.csv") for w in (whole, killed))
+    log_a, log_b = (pd.read_csv(d / "train_log.csv") for d in (whole, resumed))
     assert list(log_a["iteration"]) == list(log_b["iteration"]) == list(range(5, 45, 5))
     assert (log_a["loss"] == log_b["loss"]).all()
-    ca, cb = (json.loads((w / MODELS / "2015/compute.json").read_text()) for w in (whole, killed))
+    ca, cb = (json.loads((d / "compute.json").read_text()) for d in (whole, resumed))
     assert ca["macs"] == cb["macs"] and ca["extra_macs"] == cb["extra_macs"] > 0
 
 

@@ -2,7 +2,7 @@
 (in this process, or in one process per GPU / ``train.processes`` under torchrun)."""
 from pathlib import Path
 
-from ticlip_core.data.bucketing import step_shards
+from ticlip_core.data.layout import step_shards
 from ticlip_core.launch import run_training
 from ticlip_core.runs import Run, run_config
 from ticlip_core.workflow_io import logged

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .layout import step_shards  # noqa: F401 (re-exported: the steps' layout)
 from .timestamps import parse_timestamps
 
 SPLITS = ("train", "val", "test")
@@ -191,6 +192,3 @@ def write_step_shards(assigned: pd.DataFrame, shard_dir: str | Path, out_dir: st
             for st in assigned.loc[assigned["split"].notna(), "step"].unique()}
 
 
-def step_shards(steps_dir: str | Path, step: str, split: str) -> list[str]:
-    """The shard files of one step's split, in order."""
-    return sorted(str(p) for p in (Path(steps_dir) / step / split).glob("*.tar"))
