@@ -1,0 +1,10 @@
+"""The ``clclip`` study: Ding et al., "Don't Stop Learning: Towards Continual Learning for the
+CLIP Model" (CL-CLIP). A CLIP model is fine-tuned on a class-labelled update task, in one
+session (OST) or eight class sessions (MST), by a method that tries to keep its zero-shot
+skill; it is evaluated on the update task, zero-shot classification of held-out classes and
+image-text retrieval.
+
+Modules: ``protocol`` (the data: update classes, sessions, crops, held-out classes, retrieval
+pool), ``towers`` (WM / IO / TO: which tower trains), ``methods/`` (one file per method),
+``session`` (training one session), ``metrics`` (UT-Acc, ZS-Acc, TR/IR@k, Bwt, A-Acc).
+"""

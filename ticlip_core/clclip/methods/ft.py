@@ -1,0 +1,13 @@
+from . import register
+from .base import ClMethod
+
+
+@register
+class FineTune(ClMethod):
+    """FT: plain fine-tuning of the variant's tower(s) with the cross-entropy of Eq. 1, nothing added.
+
+    Each session starts from the previous session's model (MST) or the original CLIP (OST) and
+    trains on that session's data only; the lower bound every CL-CLIP method should beat.
+    """
+
+    name = "ft"

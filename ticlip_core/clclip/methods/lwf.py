@@ -1,0 +1,41 @@
+from . import register
+from .base import (ClMethod, beta_of, kl_distillation, seen_class_features, teacher_from,
+                   teacher_seen_class_features)
+
+
+@register
+class LwF(ClMethod):
+    """LwF: cross-entropy + beta * KL(p_old || p_new) over the seen classes' prompts (Eq. 4-5).
+
+    The teacher is the model at the start of the session, ``ctx.previous_state``: the original
+    CLIP in OST (and at MST's first session), the previous session's model in MST. p_old and
+    p_new are the softmax over the prompts of every seen class (current and previous sessions)
+    of ``logit_scale * <f, t_c>`` (Eq. 1), each model with its own image and text features and
+    its own logit scale. Eq. 5 as printed is -sum_c p_new^c log p_old^c; we use the standard
+    LwF direction KL(p_old || p_new) (see ``base.kl_distillation``). Option ``beta`` (default 1.0),
+    tuned on validation A-Acc.
+    """
+
+    name = "lwf"
+    hyperparameter = "beta"
+    defaults = {"beta": 1.0}
+
+    def setup(self, ctx):
+        self.beta = beta_of(self)
+        self.teacher = teacher_from(ctx.previous_state, ctx)
+        # the teacher is frozen, so its class features are fixed for the whole session
+        self.teacher_classes = teacher_seen_class_features(self.teacher, ctx)
+        ctx.info["beta"] = self.beta
+        ctx.info["lwf_distilled_classes"] = len(self.teacher_classes)
+
+    def extra_loss(self, ctx, *, images, labels, out, class_features):
+        import torch
+
+        with torch.no_grad():
+            old = self.teacher(images, None)
+            old_logits = old["logit_scale"] * old["image_features"] @ self.teacher_classes.T
+        new_logits = out["logit_scale"] * out["image_features"] @ seen_class_features(ctx, class_features).T
+        return self.beta * kl_distillation(new_logits, old_logits)
+
+    def after_session(self, ctx):
+        self.teacher = self.teacher_classes = None

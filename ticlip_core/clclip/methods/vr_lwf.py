@@ -1,0 +1,124 @@
+from . import register
+from .base import ClMethod, beta_of, class_text_features, kl_distillation, previous_classes, teacher_from
+
+PADDING_ID = 0
+
+
+def pseudo_sentences(generator, vocab_size: int, ks: int, m: int, sot: int, eot: int, context_length: int):
+    """Ks replayed-vocabulary pseudo-sentences (Alg. 1) as a (ks, context_length) LongTensor.
+
+    Each row is [sot] + M token ids drawn uniformly (with replacement) from the vocabulary
+    without the padding id 0, ``sot`` and ``eot``, + [eot], then zero padding: grammar is ignored
+    entirely. Draws advance ``generator`` (a CPU ``torch.Generator``). Raises a ValueError naming
+    the length M and the context length when M + 2 > context_length.
+    """
+    import torch
+
+    if m < 1 or ks < 1:
+        raise ValueError(f"vr_lwf: length (M={m}) and num_pseudo (Ks={ks}) must be >= 1")
+    if m + 2 > context_length:
+        raise ValueError(f"vr_lwf: length M={m} plus the start and end tokens exceeds the text context length "
+                         f"{context_length}; use length <= {context_length - 2}")
+    allowed = torch.ones(vocab_size, dtype=torch.bool)
+    allowed[[PADDING_ID, sot, eot]] = False
+    vocabulary = allowed.nonzero().squeeze(1)
+    picks = torch.randint(len(vocabulary), (ks, m), generator=generator)
+    tokens = torch.zeros(ks, context_length, dtype=torch.long)
+    tokens[:, 0] = sot
+    tokens[:, 1:m + 1] = vocabulary[picks]
+    tokens[:, m + 1] = eot
+    return tokens
+
+
+def corpus_sentences(generator, corpus: list[str], ks: int, tokenizer):
+    """The caption-corpus replay ablation: ``ks`` captions drawn from ``corpus`` (without replacement
+    when it has at least ``ks``, else with), tokenised by ``tokenizer``."""
+    import torch
+
+    if len(corpus) >= ks:
+        picks = torch.randperm(len(corpus), generator=generator)[:ks]
+    else:
+        picks = torch.randint(len(corpus), (ks,), generator=generator)
+    return tokenizer([corpus[i] for i in picks.tolist()])
+
+
+@register
+class VRLwF(ClMethod):
+    """VR-LwF: cross-entropy + beta * KL(p_old || p_new) over replayed-vocabulary pseudo-classes (Eq. 15-17, Alg. 1).
+
+    Every batch draws Ks fresh pseudo-sentences of M random vocabulary tokens (Alg. 1); they act
+    as pseudo-classes: p_old, p_new (Eq. 15-16) are the softmax over them of
+    ``logit_scale * <f, t_s>``, from the old model's image and pseudo-sentence text features and
+    logit scale, and from the current model's. The old model is ``ctx.previous_state`` (the
+    original CLIP in OST, the previous session's model in MST). In MST the prompts of the
+    previous sessions' classes are appended to the pseudo-classes (L_VR + L_Pre, Sec. V), as one
+    softmax over both. Eq. 17 as printed is -sum_s p_new^s log p_old^s; we use the standard LwF
+    direction KL(p_old || p_new).
+
+    Options: ``beta`` (1.0, tuned on validation A-Acc), ``length`` M (10), ``num_pseudo`` Ks (100),
+    ``replay_previous_classes`` (True), ``corpus`` (None; a list of captions: the caption-corpus
+    replay ablation, pseudo-sentences are Ks random captions from it, tokenised normally) and
+    ``seed`` (0): the token draws come from a generator seeded from (seed, session), so each
+    session's draws are the same whether sessions run in one process or in separate jobs.
+    """
+
+    name = "vr_lwf"
+    hyperparameter = "beta"
+    defaults = {"beta": 1.0, "length": 10, "num_pseudo": 100, "replay_previous_classes": True,
+                "corpus": None, "seed": 0}
+
+    def setup(self, ctx):
+        import torch
+
+        self.beta = beta_of(self)
+        self.length, self.num_pseudo = int(self.options["length"]), int(self.options["num_pseudo"])
+        self.corpus = self.options["corpus"]
+        if self.corpus is not None and not self.corpus:
+            raise ValueError("vr_lwf: corpus is empty; give captions or leave it null for random tokens")
+        self.context_length = getattr(ctx.tokenizer, "context_length", None) or ctx.model.context_length
+        self.vocab_size = getattr(ctx.tokenizer, "vocab_size", None) or ctx.model.vocab_size
+        if self.corpus is None:   # fail at setup, not at the first batch
+            pseudo_sentences(torch.Generator(), self.vocab_size, 1, self.length, ctx.tokenizer.sot_token_id,
+                             ctx.tokenizer.eot_token_id, self.context_length)
+        self.generator = torch.Generator().manual_seed(int(self.options["seed"]) * 1_000_003 + ctx.session)
+        self.teacher = teacher_from(ctx.previous_state, ctx)
+        self.previous = previous_classes(ctx) if self.options["replay_previous_classes"] else []
+        self.teacher_previous = None
+        if self.previous:
+            with torch.no_grad():
+                self.teacher_previous = self._class_features(self.teacher, ctx)
+        ctx.info["beta"] = self.beta
+        ctx.info["vr_lwf_pseudo_classes"] = self.num_pseudo
+        ctx.info["vr_lwf_replayed_previous_classes"] = len(self.previous)
+
+    def _class_features(self, model, ctx):
+        names = [ctx.classnames[c] for c in self.previous]
+        return class_text_features(model, ctx.tokenizer, names, ctx.templates, ctx.device)
+
+    def draw(self, ctx):
+        """This batch's pseudo-sentences (advancing the generator), on ``ctx.device``."""
+        if self.corpus is not None:
+            tokens = corpus_sentences(self.generator, self.corpus, self.num_pseudo, ctx.tokenizer)
+        else:
+            tokens = pseudo_sentences(self.generator, self.vocab_size, self.num_pseudo, self.length,
+                                      ctx.tokenizer.sot_token_id, ctx.tokenizer.eot_token_id, self.context_length)
+        return tokens.to(ctx.device)
+
+    def extra_loss(self, ctx, *, images, labels, out, class_features):
+        import torch
+
+        tokens = self.draw(ctx)
+        with torch.no_grad():
+            old = self.teacher(images, None)
+            old_text = self.teacher.encode_text(tokens, normalize=True)
+            if self.teacher_previous is not None:
+                old_text = torch.cat([old_text, self.teacher_previous])
+            old_logits = old["logit_scale"] * old["image_features"] @ old_text.T
+        new_text = ctx.model.encode_text(tokens, normalize=True)
+        if self.previous:
+            new_text = torch.cat([new_text, self._class_features(ctx.model, ctx)])
+        new_logits = out["logit_scale"] * out["image_features"] @ new_text.T
+        return self.beta * kl_distillation(new_logits, old_logits)
+
+    def after_session(self, ctx):
+        self.teacher = self.teacher_previous = None
