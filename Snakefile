@@ -19,9 +19,11 @@ include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/clclip.smk"
 
 
 rule all:
     input:
         tic_outputs(),
+        clclip_outputs(),
     default_target: True

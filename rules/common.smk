@@ -5,6 +5,7 @@ from pathlib import Path
 
 from ticlip_core.data.bucketing import parse_steps
 from ticlip_core.data.source import metadata_spec
+from ticlip_core.clclip.methods import available_methods as clclip_methods
 from ticlip_core.methods import available_methods, get_method
 from ticlip_core.resources import job_resources
 from ticlip_core.runs import ablation_runs, tic_runs
@@ -12,6 +13,7 @@ from ticlip_core.runs import ablation_runs, tic_runs
 RESULTS = config["results"]
 DATA = f"{RESULTS}/data/{config['data']['name']}"
 TIC = f"{RESULTS}/tic"
+CLCLIP = f"{RESULTS}/clclip"
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
 
@@ -59,6 +61,7 @@ wildcard_constraints:
     step="|".join(map(re.escape, STEPS)),
     task="|".join(DYNAMIC_TASKS),
     static_set="|".join(map(re.escape, STATIC_SETS)) or "$^",
+    ablation="length|num_pseudo",
 
 
 def metadata_files():
@@ -123,3 +126,53 @@ def tic_outputs():
     if ABLATION:
         outputs += expand(f"{TIC}/lr_ablation.{{ext}}", ext=["csv", "md", "tex"])
     return outputs
+
+
+# The CL-CLIP study (rules/clclip.smk)
+CLCLIP_ON = config["clclip"]["enabled"]
+CLCLIP_SETTINGS = list(config["clclip"]["settings"]) if CLCLIP_ON else []
+_unknown = sorted(set(config["clclip"]["methods"]) - set(clclip_methods()))
+if CLCLIP_ON and _unknown:
+    raise ValueError(
+        f"clclip.methods: unknown method(s) {', '.join(_unknown)}; registered: {', '.join(clclip_methods())}"
+    )
+CLCLIP_ABLATIONS = ["length", "num_pseudo"] if "vr_lwf" in config["clclip"]["methods"] else []
+# Tables III/IV: the methods in OST/MST; V-VIII: VR-LwF-WM ablations (V, VI in OST; VII, VIII in MST)
+CLCLIP_TABLES = [
+    name
+    for setting, names in (("ost", ["table3_ost", "table5_ost_length", "table6_ost_num_pseudo"]),
+                           ("mst", ["table4_mst", "table7_mst_length", "table8_mst_num_pseudo"]))
+    if setting in CLCLIP_SETTINGS
+    for name in (names if CLCLIP_ABLATIONS else names[:1])
+]
+
+
+def clclip_methods_in(setting):
+    """The original model and every configured method in ``setting`` (Joint-FT in MST only)."""
+    return ["original"] + [m for m in config["clclip"]["methods"] if not (m == "joint_ft" and setting == "ost")]
+
+
+def clclip_model_inputs(wildcards):
+    """The prepared task, and the base model the pipeline trains when none is pretrained."""
+    inputs = {"task": f"{CLCLIP}/task"}
+    if config["clclip"]["model"]["pretrained"] is None:
+        inputs["base"] = f"{CLCLIP}/base/model.pt"
+    return inputs
+
+
+def clclip_run_outputs():
+    """One rows file per method (the original model included), covering every setting it runs in."""
+    methods = dict.fromkeys(m for s in CLCLIP_SETTINGS for m in clclip_methods_in(s))
+    return [f"{CLCLIP}/runs/{m}.csv" for m in methods]
+
+
+def clclip_ablation_outputs():
+    return [f"{CLCLIP}/ablations/{a}.csv" for a in CLCLIP_ABLATIONS]
+
+
+def clclip_outputs():
+    """Every final output of the CL-CLIP study (none when clclip.enabled is false)."""
+    if not CLCLIP_ON:
+        return []
+    return [*expand(f"{CLCLIP}/{{table}}.{{ext}}", table=CLCLIP_TABLES, ext=["csv", "md", "tex"]),
+            f"{CLCLIP}/fig4_mst_sessions.png"]

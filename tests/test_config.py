@@ -1,4 +1,5 @@
 """The config is validated against its schema before any job runs."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,8 @@ def _dry_run(tmp_path, cfg_text):
     ("data:\n  source: img2dataset\n  metadata: [m.parquet]\n  download: {resize_mode: squash}\n",
      ["'squash' is not one of"]),
     ("model:\n  pretrained: /no/such/model.pt\n", ["model.pretrained: local checkpoint '/no/such/model.pt' does not exist"]),
+    ("clclip:\n  enabled: true\n  methods: [ft, nope]\n", ["clclip.methods: unknown method(s) nope"]),
+    ("clclip:\n  variants: [wm, both]\n", ["'both' is not one of ['wm', 'io', 'to']"]),
 ])
 def test_bad_config_fails_before_any_job(tmp_path, cfg_text, expected):
     res = _dry_run(tmp_path, cfg_text)
@@ -86,3 +89,14 @@ def test_preset_compute_matches_the_paper():
         cfg = yaml.safe_load((ROOT / "configs" / f"{preset}.yaml").read_text())
         assert cfg["model"]["name"] == model and cfg["train"]["batch_size"] == batch
         assert cfg["train"]["budget_samples"] == batch * iters
+
+
+def test_clclip_study_plans_one_job_per_method_and_ablation(tmp_path):
+    """With the CL-CLIP study on, the DAG holds its base model, task, one job per method (the
+    original model included; both settings inside), one per VR-LwF ablation, and the tables."""
+    res = _dry_run(tmp_path, "clclip:\n  enabled: true\n")
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    counts = dict(re.findall(r"^(clclip_\w+)\s+(\d+)$", out, re.M))
+    assert counts == {"clclip_base": "1", "clclip_task": "1", "clclip_run": "8", "clclip_ablation": "2",
+                      "clclip_tables": "1"}, out[-3000:]

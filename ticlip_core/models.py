@@ -23,6 +23,16 @@ def register_model_configs() -> None:
         _registered = True
 
 
+def model_image_size(name: str) -> int:
+    """Input resolution (pixels per side) of the open_clip model ``name``, from its config."""
+    register_model_configs()
+    cfg = open_clip.get_model_config(name)
+    if cfg is None:
+        raise ValueError(f"unknown open_clip model '{name}'")
+    size = cfg["vision_cfg"]["image_size"]
+    return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
 def _is_local_checkpoint(pretrained: str | None) -> bool:
     return pretrained is not None and (os.sep in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors")))
 

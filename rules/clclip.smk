@@ -1,0 +1,109 @@
+# The CL-CLIP study (Ding et al.): original model, update task, one job per method
+# (both settings, every variant, its hyperparameter grid), the VR-LwF ablations, tables and Fig. 4.
+
+
+rule clclip_base:
+    input:
+        steps_dir=f"{DATA}/steps",
+    output:
+        model=f"{CLCLIP}/base/model.pt",
+        log=f"{CLCLIP}/base/train_log.csv",
+        compute=f"{CLCLIP}/base/compute.json",
+    conda:
+        "../envs/ticlip.yaml"
+    log:
+        f"{LOGS}/clclip/base.log",
+    benchmark:
+        f"{BENCH}/clclip/base.tsv"
+    resources:
+        **RESOURCES["train"],
+    threads: config["train"]["threads"]
+    script:
+        "../workflow_scripts/clclip_base.py"
+
+
+rule clclip_task:
+    output:
+        directory(f"{CLCLIP}/task"),
+    params:
+        data=config["clclip"]["data"],
+        seed=config["seed"],
+        model=config["clclip"]["model"]["name"],
+    conda:
+        "../envs/ticlip.yaml"
+    log:
+        f"{LOGS}/clclip/task.log",
+    benchmark:
+        f"{BENCH}/clclip/task.tsv"
+    resources:
+        **RESOURCES["data"],
+    script:
+        "../workflow_scripts/clclip_task.py"
+
+
+rule clclip_run:
+    input:
+        unpack(clclip_model_inputs),
+    output:
+        rows=f"{CLCLIP}/runs/{{method}}.csv",
+        chosen=f"{CLCLIP}/runs/{{method}}.json",
+    params:
+        settings=lambda wildcards: [s for s in CLCLIP_SETTINGS if wildcards.method in clclip_methods_in(s)],
+    conda:
+        "../envs/ticlip.yaml"
+    log:
+        f"{LOGS}/clclip/runs/{{method}}.log",
+    benchmark:
+        f"{BENCH}/clclip/runs/{{method}}.tsv"
+    resources:
+        **RESOURCES["train"],
+    threads: config["train"]["threads"]
+    script:
+        "../workflow_scripts/clclip_run.py"
+
+
+rule clclip_ablation:
+    input:
+        unpack(clclip_model_inputs),
+        steps_dir=f"{DATA}/steps",
+    output:
+        rows=f"{CLCLIP}/ablations/{{ablation}}.csv",
+        chosen=f"{CLCLIP}/ablations/{{ablation}}.json",
+    params:
+        settings=CLCLIP_SETTINGS,
+    conda:
+        "../envs/ticlip.yaml"
+    log:
+        f"{LOGS}/clclip/ablations/{{ablation}}.log",
+    benchmark:
+        f"{BENCH}/clclip/ablations/{{ablation}}.tsv"
+    resources:
+        **RESOURCES["train"],
+    threads: config["train"]["threads"]
+    script:
+        "../workflow_scripts/clclip_ablation.py"
+
+
+rule clclip_tables:
+    input:
+        runs=clclip_run_outputs(),
+        ablations=clclip_ablation_outputs(),
+    output:
+        tables=report(
+            expand(f"{CLCLIP}/{{table}}.{{ext}}", table=CLCLIP_TABLES, ext=["csv", "md"]),
+            category="CL-CLIP",
+        ),
+        tex=expand(f"{CLCLIP}/{{table}}.tex", table=CLCLIP_TABLES),
+        rows=f"{CLCLIP}/all_rows.csv",
+        figure=report(f"{CLCLIP}/fig4_mst_sessions.png", category="CL-CLIP",
+                      labels={"output": "Fig. 4: UT-Acc and ZS-Acc per MST session"}),
+    params:
+        settings=CLCLIP_SETTINGS,
+    conda:
+        "../envs/ticlip.yaml"
+    log:
+        f"{LOGS}/clclip/tables.log",
+    benchmark:
+        f"{BENCH}/clclip/tables.tsv"
+    script:
+        "../workflow_scripts/clclip_tables.py"

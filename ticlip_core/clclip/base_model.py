@@ -1,0 +1,30 @@
+"""The original CLIP of the clclip study when no pretrained model is configured: a model the
+pipeline trains itself on a base pool of image-caption data (the synthetic world's training
+splits in the default), with the TiC study's training loop as one step from scratch."""
+from __future__ import annotations
+
+import copy
+
+from ..train import train_step
+
+BASE_STEP = "base"
+
+
+def base_config(config: dict) -> dict:
+    """The config ``train_step`` sees: the clclip model, ``clclip.base`` over ``train``, one step."""
+    cfg = copy.deepcopy(config)
+    ccfg = config["clclip"]
+    cfg["model"] = {"name": ccfg["model"]["name"], "pretrained": None}
+    cfg["train"].update(ccfg["base"])
+    cfg["tic"] = {**cfg["tic"], "steps": [BASE_STEP]}
+    return cfg
+
+
+def train_base(config: dict, *, shards: list[str], out_model: str, out_log: str, out_compute: str) -> dict:
+    """Contrastively train the original CLIP from scratch on ``shards`` for ``clclip.base.budget_samples``
+    samples (open_clip's ClipLoss); writes the checkpoint, the training log and compute record."""
+    if not shards:
+        raise ValueError("clclip base model: the base pool has no training shards")
+    return train_step(base_config(config), method_name="sequential", step=BASE_STEP,
+                      shards_by_step={BASE_STEP: shards}, init_checkpoint=None, out_model=out_model,
+                      out_log=out_log, out_compute=out_compute, run_name="clclip_base")

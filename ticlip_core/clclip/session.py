@@ -1,0 +1,115 @@
+"""Training one CL-CLIP session and evaluating the model after it.
+
+A session fine-tunes the model on the crops of its classes with cross-entropy over
+class-prompt logits (Ding et al., Eq. 1-3) plus the method's own term; only the parameters
+the method and the variant allow are updated.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..evaluate import build_classifier
+from ..data.loader import PixelSpec
+from .methods.base import SessionContext
+from .metrics import recall_folds
+
+
+def normalise_pixels(images: torch.Tensor, pixels: PixelSpec) -> torch.Tensor:
+    """uint8 ``(N, H, W, 3)`` crops -> the model's normalised float ``(N, 3, H, W)`` input."""
+    x = images.permute(0, 3, 1, 2).float().div_(255)
+    mean = torch.tensor(pixels.mean).view(1, 3, 1, 1)
+    std = torch.tensor(pixels.std).view(1, 3, 1, 1)
+    return x.sub_(mean).div_(std)
+
+
+def prompt_features(model, tokenizer, classnames: list[str], templates: list[str], device) -> torch.Tensor:
+    """Normalised text features of each class's prompts, averaged over templates, ``(C, D)``,
+    with gradients (the text tower may be training)."""
+    texts = tokenizer([t.format(c) for c in classnames for t in templates]).to(device)
+    feats = F.normalize(model.encode_text(texts), dim=-1).view(len(classnames), len(templates), -1)
+    return F.normalize(feats.mean(dim=1), dim=-1)
+
+
+def train_session(ctx: SessionContext, method, images: torch.Tensor, labels: torch.Tensor, *, epochs: int,
+                  batch_size: int, lr: float, weight_decay: float, seed: int) -> dict:
+    """Fine-tune ``ctx.model`` on one session's crops (labels index ``ctx.classnames``).
+
+    Loss = cross-entropy over the prompts of ``ctx.session_classes`` (Eq. 1) + the method's
+    ``extra_loss``. Returns the number of iterations, the samples seen and the last loss.
+    Raises ``FloatingPointError`` naming the session if the loss is not finite.
+    """
+    model, device = ctx.model, ctx.device
+    method.setup(ctx)
+    params = method.trainable_parameters(ctx)
+    if not params:
+        raise ValueError(f"{method.name}: no trainable parameters in variant '{ctx.variant}'")
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    local = {c: i for i, c in enumerate(ctx.session_classes)}
+    keep = torch.tensor([int(y) in local for y in labels.tolist()], dtype=torch.bool)
+    images, labels = images[keep], labels[keep]
+    if len(labels) == 0:
+        raise ValueError(f"session {ctx.session}: no training crops of classes {ctx.session_classes}")
+    targets = torch.tensor([local[int(y)] for y in labels.tolist()])
+    names = [ctx.classnames[c] for c in ctx.session_classes]
+    pixels = PixelSpec.of(model)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    iterations, loss_value = 0, math.nan
+    for _ in range(epochs):
+        order = torch.randperm(len(labels), generator=generator)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            x = normalise_pixels(images[idx], pixels).to(device)
+            out = model(x, None)
+            class_features = prompt_features(model, ctx.tokenizer, names, ctx.templates, device)
+            logits = out["logit_scale"] * out["image_features"] @ class_features.T
+            loss = F.cross_entropy(logits, targets[idx].to(device))
+            extra = method.extra_loss(ctx, images=x, labels=labels[idx], out=out, class_features=class_features)
+            if extra is not None:
+                loss = loss + extra
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{method.name}-{ctx.variant}: non-finite loss in session {ctx.session}, "
+                                         f"iteration {iterations}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            iterations += 1
+            loss_value = loss.item()
+    method.after_session(ctx)
+    model.eval()
+    return {"iterations": iterations, "samples": iterations and int(len(labels) * epochs), "loss": loss_value}
+
+
+@torch.no_grad()
+def image_features(model, images: torch.Tensor, device, batch_size: int = 256) -> torch.Tensor:
+    """Normalised image features of uint8 crops, ``(N, D)``."""
+    pixels = PixelSpec.of(model)
+    feats = [F.normalize(model.encode_image(normalise_pixels(images[i:i + batch_size], pixels).to(device)), dim=-1)
+             for i in range(0, len(images), batch_size)]
+    return torch.cat(feats).cpu()
+
+
+@torch.no_grad()
+def class_accuracy(model, tokenizer, images: torch.Tensor, labels: torch.Tensor, classnames: list[str],
+                   templates: list[str], device) -> torch.Tensor:
+    """Per-sample correctness (bool) of classifying crops among ``classnames`` by prompt similarity."""
+    model.eval()
+    classifier = build_classifier(model, tokenizer, classnames, templates, device)
+    predicted = (image_features(model, images, device) @ classifier).argmax(dim=1)
+    return predicted == labels
+
+
+@torch.no_grad()
+def retrieval_recalls(model, tokenizer, images: torch.Tensor, captions: list[str], caption_image: torch.Tensor,
+                      device, fold_size: int) -> dict[str, float]:
+    """TR@1/5 (image->text) and IR@1/5 (text->image) of images and their captions (several per
+    image allowed; ``caption_image`` gives each caption's image), averaged over folds of
+    ``fold_size`` images (COCO: 5 folds of 1k)."""
+    model.eval()
+    img = image_features(model, images, device)
+    txt = torch.cat([F.normalize(model.encode_text(tokenizer(captions[i:i + 256]).to(device)), dim=-1).cpu()
+                     for i in range(0, len(captions), 256)])
+    return recall_folds(img, txt, caption_image, ks=(1, 5), fold_size=fold_size)

@@ -1,0 +1,24 @@
+"""Entry point: a VR-LwF-WM ablation (Tables V-VIII): the sampling length M (plus caption
+replay) or the number Ks of pseudo-sentences, one chain per value, in every setting."""
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from ticlip_core.clclip.study import run_method
+from ticlip_core.clclip.ablations import ablation_runs
+from ticlip_core.workflow_io import logged
+
+with logged(snakemake.log[0]):
+    ablation = snakemake.wildcards.ablation
+    base_shards = sorted(str(p) for p in Path(snakemake.input.steps_dir).glob("*/train/*.tar"))
+    rows, chosen = [], {}
+    for setting in snakemake.params.settings:
+        for label, options in ablation_runs(snakemake.config, ablation, base_shards):
+            r, chosen[f"{setting} {label}"] = run_method(
+                snakemake.config, setting=setting, method_name="vr_lwf", task_dir=snakemake.input.task,
+                base_checkpoint=snakemake.input.get("base"), variants=["wm"], options=options, label=label)
+            rows += r
+    pd.DataFrame(rows).to_csv(snakemake.output.rows, index=False)
+    with open(snakemake.output.chosen, "w") as f:
+        json.dump(chosen, f, indent=2, default=str)
