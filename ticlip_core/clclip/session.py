@@ -17,14 +17,6 @@ from .methods.base import SessionContext
 from .metrics import recall_folds
 
 
-def normalise_pixels(images: torch.Tensor, pixels: PixelSpec) -> torch.Tensor:
-    """uint8 ``(N, H, W, 3)`` crops -> the model's normalised float ``(N, 3, H, W)`` input."""
-    x = images.permute(0, 3, 1, 2).float().div_(255)
-    mean = torch.tensor(pixels.mean).view(1, 3, 1, 1)
-    std = torch.tensor(pixels.std).view(1, 3, 1, 1)
-    return x.sub_(mean).div_(std)
-
-
 def prompt_features(model, tokenizer, classnames: list[str], templates: list[str], device) -> torch.Tensor:
     """Normalised text features of each class's prompts, averaged over templates, ``(C, D)``,
     with gradients (the text tower may be training)."""
@@ -62,7 +54,7 @@ def train_session(ctx: SessionContext, method, images: torch.Tensor, labels: tor
         order = torch.randperm(len(labels), generator=generator)
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            x = normalise_pixels(images[idx], pixels).to(device)
+            x = pixels.normalise(images[idx]).to(device)
             out = model(x, None)
             class_features = prompt_features(model, ctx.tokenizer, names, ctx.templates, device)
             logits = out["logit_scale"] * out["image_features"] @ class_features.T
@@ -87,7 +79,7 @@ def train_session(ctx: SessionContext, method, images: torch.Tensor, labels: tor
 def image_features(model, images: torch.Tensor, device, batch_size: int = 256) -> torch.Tensor:
     """Normalised image features of uint8 crops, ``(N, D)``."""
     pixels = PixelSpec.of(model)
-    feats = [F.normalize(model.encode_image(normalise_pixels(images[i:i + batch_size], pixels).to(device)), dim=-1)
+    feats = [F.normalize(model.encode_image(pixels.normalise(images[i:i + batch_size]).to(device)), dim=-1)
              for i in range(0, len(images), batch_size)]
     return torch.cat(feats).cpu()
 

@@ -55,7 +55,11 @@ class PixelSpec:
 
     def to_tensor(self, arrays: list[np.ndarray]) -> torch.Tensor:
         """Stack uint8 HWC arrays into a normalised float ``(N, 3, size, size)`` batch."""
-        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255)
+        return self.normalise(torch.from_numpy(np.stack(arrays)))
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(N, H, W, 3)`` images -> the model's normalised float ``(N, 3, H, W)`` input."""
+        x = images.permute(0, 3, 1, 2).float().div_(255)
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.std).view(1, 3, 1, 1)
         return x.sub_(mean).div_(std)

@@ -10,39 +10,19 @@ cheaply when it builds the DAG.
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
+from ..registry import Registry
 from .base import Method
 
-REGISTRY: dict[str, type[Method]] = {}
-
-
-def register(cls: type[Method]) -> type[Method]:
-    """Class decorator: add a ``Method`` subclass to the registry under ``cls.name``."""
-    if not cls.name:
-        raise ValueError(f"{cls.__qualname__} has no name")
-    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
-        raise ValueError(f"method name '{cls.name}' registered twice")
-    REGISTRY[cls.name] = cls
-    return cls
+_registry = Registry(__name__, __path__, "method")
+REGISTRY: dict[str, type[Method]] = _registry.classes
+register = _registry.register
 
 
 def get_method(name: str, **options) -> Method:
     """Instantiate the registered method ``name`` with its config ``options``."""
-    _discover()
-    if name not in REGISTRY:
-        raise KeyError(f"unknown method '{name}'; registered methods: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name](**options)
+    return _registry.create(name, **options)
 
 
 def available_methods() -> list[str]:
-    """Names of every registered method."""
-    _discover()
-    return sorted(REGISTRY)
-
-
-def _discover() -> None:
-    for info in pkgutil.iter_modules(__path__):
-        if info.name != "base":
-            importlib.import_module(f"{__name__}.{info.name}")
+    """Names of every registered method, sorted."""
+    return _registry.names()

@@ -11,39 +11,19 @@ read the registry cheaply when it builds the DAG.
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
+from ...registry import Registry
 from .base import ClMethod
 
-REGISTRY: dict[str, type[ClMethod]] = {}
-
-
-def register(cls: type[ClMethod]) -> type[ClMethod]:
-    """Class decorator: add a ``ClMethod`` subclass to the registry under ``cls.name``."""
-    if not cls.name:
-        raise ValueError(f"{cls.__qualname__} has no name")
-    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
-        raise ValueError(f"CL-CLIP method name '{cls.name}' registered twice")
-    REGISTRY[cls.name] = cls
-    return cls
+_registry = Registry(__name__, __path__, "CL-CLIP method")
+REGISTRY: dict[str, type[ClMethod]] = _registry.classes
+register = _registry.register
 
 
 def get_method(name: str, **options) -> ClMethod:
     """Instantiate the registered CL-CLIP method ``name`` with its config ``options``."""
-    _discover()
-    if name not in REGISTRY:
-        raise KeyError(f"unknown CL-CLIP method '{name}'; registered methods: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name](**options)
+    return _registry.create(name, **options)
 
 
 def available_methods() -> list[str]:
     """Names of every registered CL-CLIP method, sorted."""
-    _discover()
-    return sorted(REGISTRY)
-
-
-def _discover() -> None:
-    for info in pkgutil.iter_modules(__path__):
-        if info.name != "base":
-            importlib.import_module(f"{__name__}.{info.name}")
+    return _registry.names()
