@@ -392,3 +392,10 @@ def test_registry_imports_no_torch():
     code = ("import sys; from ticlip_core.clclip.methods import available_methods; "
             "assert len(available_methods()) == 7; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_rkr_scaling_factors_take_their_own_learning_rate():
+    """RKR's new parameters train at its option ``lr``; without it, at the session's."""
+    assert get_method("rkr", lr=0.01).learning_rate(1e-4) == 0.01
+    assert get_method("rkr").learning_rate(1e-4) == 1e-4
+    assert get_method("ft").learning_rate(1e-4) == 1e-4

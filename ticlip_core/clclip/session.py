@@ -38,7 +38,7 @@ def train_session(ctx: SessionContext, method, images: torch.Tensor, labels: tor
     params = method.trainable_parameters(ctx)
     if not params:
         raise ValueError(f"{method.name}: no trainable parameters in variant '{ctx.variant}'")
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=method.learning_rate(lr), weight_decay=weight_decay)
     local = {c: i for i, c in enumerate(ctx.session_classes)}
     keep = torch.tensor([int(y) in local for y in labels.tolist()], dtype=torch.bool)
     images, labels = images[keep], labels[keep]

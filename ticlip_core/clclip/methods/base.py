@@ -69,6 +69,10 @@ class ClMethod:
         """
         return towers.freeze_for(ctx.model, ctx.variant)
 
+    def learning_rate(self, lr: float) -> float:
+        """The optimiser's learning rate given the session's ``lr`` (default: ``lr`` itself)."""
+        return lr
+
     def extra_loss(self, ctx: SessionContext, *, images, labels, out, class_features):
         """A term added to the cross-entropy of Eq. 1 on each mini-batch, or ``None``.
 

@@ -50,10 +50,16 @@ class RKR(ClMethod):
     skill); only the scaling-factor generator is used: each transformer block's output is
     multiplied by a learned vector ``rkr_scale`` initialised to ones, on the tower(s) the variant
     updates (wm: both, io: image, to: text). The scales are installed at the first session and
-    trained through all sessions (MST); they are the only trainable parameters.
+    trained through all sessions (MST); they are the only trainable parameters. The factors are
+    new parameters, not pretrained weights, so they take their own learning rate (option
+    ``lr``; None: the session's).
     """
 
     name = "rkr"
+    defaults = {"lr": None}
+
+    def learning_rate(self, lr):
+        return lr if self.options["lr"] is None else float(self.options["lr"])
 
     def prepare_model(self, model, variant):
         install_scaling(model, towers.towers_of(variant))
