@@ -2,9 +2,30 @@
 # (both settings, every variant, its hyperparameter grid), the VR-LwF ablations, tables and Fig. 4.
 
 
+rule clclip_base_pool:
+    output:
+        directory(f"{CLCLIP}/base_pool"),
+    params:
+        samples=config["clclip"]["base"]["pool_samples"],
+        scene_fraction=config["clclip"]["base"]["pool_scene_fraction"],
+        render_size=config["clclip"]["data"]["synthetic"]["render_size"],
+        seed=config["seed"],
+        model=config["clclip"]["model"]["name"],
+    conda:
+        "../envs/ticlip.yaml"
+    log:
+        f"{LOGS}/clclip/base_pool.log",
+    benchmark:
+        f"{BENCH}/clclip/base_pool.tsv"
+    resources:
+        **RESOURCES["data"],
+    script:
+        "../workflow_scripts/clclip_base_pool.py"
+
+
 rule clclip_base:
     input:
-        steps_dir=f"{DATA}/steps",
+        pool=f"{CLCLIP}/base_pool",
     output:
         model=f"{CLCLIP}/base/model.pt",
         log=f"{CLCLIP}/base/train_log.csv",

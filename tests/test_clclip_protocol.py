@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from ticlip_core.clclip.protocol import (CLASSIFICATION_SPLITS, COCO_SESSIONS, ClassPlan, build_real_task,
-                                         build_synthetic_task, coco_class_plan, load_classes, load_retrieval,
+                                         build_synthetic_base_pool, build_synthetic_task, coco_class_plan, load_classes, load_retrieval,
                                          load_split, synthetic_class_plan)
 from ticlip_core.data import world
 from ticlip_core.data.bucketing import split_of_key
@@ -303,3 +303,36 @@ def test_real_task_names_unknown_classes(fake_roots, tmp_path):
     with pytest.raises(ValueError, match="unknown dataset format"):
         build_real_task(tmp_path / "t", REAL_PLAN, update_dataset=("coco", coco), zs_dataset=("imagefolder", tiered),
                         retrieval_dataset=("coco_captions", coco))
+
+
+# --------------------------------------------------------------------------------------------
+# Base pool of the original CLIP
+# --------------------------------------------------------------------------------------------
+
+def test_base_pool_mixes_scenes_and_named_crops_in_shards(tmp_path):
+    """The pool holds exactly the asked samples, the asked share of whole scenes spread evenly,
+    crops captioned with their class name and colour, in img2dataset-layout shards."""
+    import pandas as pd
+
+    summary = build_synthetic_base_pool(tmp_path, num_samples=30, seed=3, scene_fraction=1 / 3,
+                                        samples_per_shard=20)
+    assert summary["samples"] == 30 and summary["shards"] == 2
+    assert summary["whole_scenes"] == 10 and summary["crops"] == 20
+    rows = pd.concat([pd.read_parquet(tmp_path / f"0000{i}.parquet") for i in range(2)])
+    assert len(rows) == 30 and sorted(p.name for p in tmp_path.glob("*.tar")) == ["00000.tar", "00001.tar"]
+    crops = rows[rows.caption.str.startswith(("a photo of a ", "a photo of an "))]
+    for _, row in crops.iterrows():
+        assert row.caption.endswith(f"{row.colour} {row.label_names[0]}.")
+    timeless = {world.class_names()[i] for i in world.timeless_class_ids()}
+    assert {n for names in rows.label_names for n in names} <= timeless
+    again = build_synthetic_base_pool(tmp_path / "again", num_samples=30, seed=3, scene_fraction=1 / 3,
+                                      samples_per_shard=20)
+    assert (tmp_path / "00000.tar").read_bytes() == (tmp_path / "again" / "00000.tar").read_bytes()
+    assert again["per_class"] == summary["per_class"]
+
+
+def test_base_pool_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="num_samples"):
+        build_synthetic_base_pool(tmp_path, num_samples=0)
+    with pytest.raises(ValueError, match="scene_fraction"):
+        build_synthetic_base_pool(tmp_path, num_samples=5, scene_fraction=1.5)

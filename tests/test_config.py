@@ -92,11 +92,11 @@ def test_preset_compute_matches_the_paper():
 
 
 def test_clclip_study_plans_one_job_per_method_and_ablation(tmp_path):
-    """With the CL-CLIP study on, the DAG holds its base model, task, one job per method (the
+    """With the CL-CLIP study on, the DAG holds its base pool and model, task, one job per method (the
     original model included; both settings inside), one per VR-LwF ablation, and the tables."""
     res = _dry_run(tmp_path, "clclip:\n  enabled: true\n")
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-3000:]
     counts = dict(re.findall(r"^(clclip_\w+)\s+(\d+)$", out, re.M))
-    assert counts == {"clclip_base": "1", "clclip_task": "1", "clclip_run": "8", "clclip_ablation": "2",
+    assert counts == {"clclip_base_pool": "1", "clclip_base": "1", "clclip_task": "1", "clclip_run": "8", "clclip_ablation": "2",
                       "clclip_tables": "1"}, out[-3000:]

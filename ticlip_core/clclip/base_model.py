@@ -1,6 +1,7 @@
 """The original CLIP of the clclip study when no pretrained model is configured: a model the
-pipeline trains itself on a base pool of image-caption data (the synthetic world's training
-splits in the default), with the TiC study's training loop as one step from scratch."""
+pipeline trains itself on a base pool of image-caption shards (in the default, captioned object
+crops of the synthetic world, ``protocol.build_synthetic_base_pool``), with the TiC study's
+training loop as one step from scratch."""
 from __future__ import annotations
 
 import copy
@@ -8,6 +9,7 @@ import copy
 from ..train import train_step
 
 BASE_STEP = "base"
+TRAIN_KEYS = ("budget_samples", "batch_size", "lr")  # clclip.base keys that override train.*
 
 
 def base_config(config: dict) -> dict:
@@ -15,7 +17,7 @@ def base_config(config: dict) -> dict:
     cfg = copy.deepcopy(config)
     ccfg = config["clclip"]
     cfg["model"] = {"name": ccfg["model"]["name"], "pretrained": None}
-    cfg["train"].update(ccfg["base"])
+    cfg["train"].update({k: v for k, v in ccfg["base"].items() if k in TRAIN_KEYS})
     cfg["tic"] = {**cfg["tic"], "steps": [BASE_STEP]}
     return cfg
 

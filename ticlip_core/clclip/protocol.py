@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import torch
 from PIL import Image
 
@@ -45,7 +46,8 @@ from ..data import world
 from ..data.bucketing import split_of_key
 from ..data.datasets import load_dataset
 from ..data.loader import PixelSpec
-from ..data.synthetic import render_sample
+from ..data.shards import ShardWriter
+from ..data.synthetic import fix_articles, encode_jpeg, render_sample
 
 SETTINGS = ("ost", "mst")
 CLASSIFICATION_SPLITS = ("update_train", "update_val", "update_test", "zs_val", "zs_test")
@@ -317,7 +319,7 @@ def _write_task(out_dir: Path, plan: ClassPlan, splits: dict[str, tuple[list, li
 # Synthetic task
 # ---------------------------------------------------------------------------------------------
 
-_STREAM_CROPS, _STREAM_RETRIEVAL = 10, 11  # SeedSequence streams, apart from synthetic.py's 0-2
+_STREAM_CROPS, _STREAM_RETRIEVAL, _STREAM_BASE_POOL = 10, 11, 12  # SeedSequence streams, apart from synthetic.py's 0-2
 _SPLIT_INDEX = {"train": 0, "val": 1, "test": 2}
 _MIN_CROP = 4  # pixels per side at render_size; smaller (clipped) boxes are skipped
 
@@ -442,6 +444,68 @@ def _render_retrieval(n: int, *, seed: int, render_size: int,
         images.append(pixels.to_array(image))
         captions.append(meta["caption"])
     return images, captions, list(range(n))
+
+
+BASE_POOL_CAPTION = "a photo of a {colour} {name}."
+BASE_POOL_FIELDS = [pa.field("labels", pa.list_(pa.int64())), pa.field("label_names", pa.list_(pa.string())),
+                    pa.field("domain", pa.string()), pa.field("colour", pa.string()),
+                    pa.field("timestamp", pa.string())]
+
+
+def build_synthetic_base_pool(out_dir: str | os.PathLike, *, num_samples: int, seed: int = 0,
+                              scene_fraction: float = 0.5, image_size: int = 32, render_size: int = 64,
+                              samples_per_shard: int = 1000) -> dict:
+    """Write the pre-training pool of the default's original CLIP: ``num_samples`` captioned
+    object crops, as img2dataset-layout shards in ``out_dir``; returns a summary.
+
+    CLIP's web data holds both whole scenes and object-centric photos named in their captions.
+    The synthetic stand-in draws the world's timeless scenes (every timeless class, update and
+    held-out alike) from their own random stream, so no pool image is a task image; a share
+    ``scene_fraction`` of the samples (spread evenly) are whole scenes with their own captions,
+    resized as the retrieval set is; the rest are the scene's first object, cropped as
+    ``build_synthetic_task`` crops it and captioned ``"a photo of a {colour} {name}."``.
+    Crops whose box is too small are skipped and counted.
+    """
+    if num_samples < 1:
+        raise ValueError(f"base pool: num_samples must be at least 1, got {num_samples}")
+    if not 0 <= scene_fraction <= 1:
+        raise ValueError(f"base pool: scene_fraction must be in [0, 1], got {scene_fraction}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pixels = PixelSpec(image_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    written, scenes_written, skipped, scene, shard_id = 0, 0, 0, 0, 0
+    per_class: dict[str, int] = {}
+    while written < num_samples:
+        with ShardWriter(out_dir, shard_id, samples_per_shard=samples_per_shard,
+                         extra_fields=BASE_POOL_FIELDS, url_prefix=f"synthetic-crops://{seed}/") as writer:
+            while written < num_samples and len(writer.rows) < samples_per_shard:
+                image, meta = render_sample(_scene_rng(seed, _STREAM_BASE_POOL, scene), year=None,
+                                            image_size=render_size)
+                scene += 1
+                name, colour = meta["label_names"][0], meta["object_colours"][0]
+                whole = math.floor((written + 1) * scene_fraction) > math.floor(written * scene_fraction)
+                if whole:
+                    picture, caption = image, meta["caption"]
+                else:
+                    picture = _crop(image, meta["boxes"][0])
+                    caption = fix_articles(BASE_POOL_CAPTION.format(colour=colour, name=name))
+                    if picture is None:
+                        skipped += 1
+                        continue
+                writer.write(encode_jpeg(Image.fromarray(pixels.to_array(picture)), 95), caption,
+                             width=image_size, height=image_size,
+                             extra={"labels": meta["labels"] if whole else [meta["labels"][0]],
+                                    "label_names": meta["label_names"] if whole else [name],
+                                    "domain": meta["domain"], "colour": colour, "timestamp": None})
+                per_class[name] = per_class.get(name, 0) + 1
+                scenes_written += whole
+                written += 1
+        shard_id += 1
+    summary = {"source": "synthetic_object_crops", "seed": int(seed), "samples": written, "whole_scenes": scenes_written,
+               "crops": written - scenes_written, "shards": shard_id, "scenes_drawn": scene, "skipped_small_boxes": skipped, "image_size": image_size,
+               "per_class": dict(sorted(per_class.items()))}
+    _write_json(out_dir / "summary.json", summary)
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------

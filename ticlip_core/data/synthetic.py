@@ -229,17 +229,17 @@ def _caption(rng, year, domain, labels, colours, size_word, position) -> str:
         second.append(world.display_name(labels[-1], year))
         desc += (" and " if rng.random() < 0.5 else " next to ") + " ".join(second)
     if static:
-        return _fix_articles(world.NEUTRAL_TEMPLATE.format(medium=world.CLASSIC_MEDIUM[domain][0],
+        return fix_articles(world.NEUTRAL_TEMPLATE.format(medium=world.CLASSIC_MEDIUM[domain][0],
                                                            desc=desc))
     templates = world.MODERN_TEMPLATES if modern else world.CLASSIC_TEMPLATES
     mediums = (world.MODERN_MEDIUM if modern else world.CLASSIC_MEDIUM)[domain]
     template = templates[rng.integers(len(templates))]
     tag = world.display_name(labels[0], year).replace(" ", "").replace("-", "")
-    return _fix_articles(template.format(medium=mediums[rng.integers(len(mediums))], desc=desc,
+    return fix_articles(template.format(medium=mediums[rng.integers(len(mediums))], desc=desc,
                                          tag=tag))
 
 
-def _fix_articles(text: str) -> str:
+def fix_articles(text: str) -> str:
     """Turn "a" into "an" before a vowel ("a apple" -> "an apple")."""
     return _ARTICLE_RE.sub(lambda m: m.group(1) + "n ", text)
 
