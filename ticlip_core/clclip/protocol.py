@@ -47,7 +47,7 @@ from ..data.bucketing import split_of_key
 from ..data.datasets import load_dataset
 from ..data.loader import PixelSpec
 from ..data.shards import ShardWriter
-from ..data.synthetic import fix_articles, encode_jpeg, render_sample
+from ..data.synthetic import DEFAULTS as SYNTHETIC_DEFAULTS, encode_jpeg, fix_articles, render_sample
 
 SETTINGS = ("ost", "mst")
 CLASSIFICATION_SPLITS = ("update_train", "update_val", "update_test", "zs_val", "zs_test")
@@ -456,7 +456,7 @@ def build_synthetic_base_pool(out_dir: str | os.PathLike, *, num_samples: int, s
                               scene_fraction: float = 0.5, image_size: int = 32, render_size: int = 64,
                               samples_per_shard: int = 1000) -> dict:
     """Write the pre-training pool of the default's original CLIP: ``num_samples`` captioned
-    object crops, as img2dataset-layout shards in ``out_dir``; returns a summary.
+    scenes and object crops, as img2dataset-layout shards in ``out_dir``; returns a summary.
 
     CLIP's web data holds both whole scenes and object-centric photos named in their captions.
     The synthetic stand-in draws the world's timeless scenes (every timeless class, update and
@@ -492,7 +492,7 @@ def build_synthetic_base_pool(out_dir: str | os.PathLike, *, num_samples: int, s
                     if picture is None:
                         skipped += 1
                         continue
-                writer.write(encode_jpeg(Image.fromarray(pixels.to_array(picture)), 95), caption,
+                writer.write(encode_jpeg(Image.fromarray(pixels.to_array(picture)), SYNTHETIC_DEFAULTS["jpeg_quality"]), caption,
                              width=image_size, height=image_size,
                              extra={"labels": meta["labels"] if whole else [meta["labels"][0]],
                                     "label_names": meta["label_names"] if whole else [name],
@@ -501,8 +501,9 @@ def build_synthetic_base_pool(out_dir: str | os.PathLike, *, num_samples: int, s
                 scenes_written += whole
                 written += 1
         shard_id += 1
-    summary = {"source": "synthetic_object_crops", "seed": int(seed), "samples": written, "whole_scenes": scenes_written,
-               "crops": written - scenes_written, "shards": shard_id, "scenes_drawn": scene, "skipped_small_boxes": skipped, "image_size": image_size,
+    summary = {"source": "synthetic_base_pool", "seed": int(seed), "samples": written,
+               "whole_scenes": scenes_written, "crops": written - scenes_written, "shards": shard_id,
+               "scenes_drawn": scene, "skipped_small_boxes": skipped, "image_size": image_size,
                "per_class": dict(sorted(per_class.items()))}
     _write_json(out_dir / "summary.json", summary)
     return summary
