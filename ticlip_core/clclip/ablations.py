@@ -6,8 +6,8 @@ import tarfile
 
 
 def caption_corpus(shards: list[str], limit: int, seed: int) -> list[str]:
-    """Up to ``limit`` captions of the base pool (``.txt`` members of ``shards``), a seeded sample:
-    the corpus of the caption-replay variant (the paper samples MSCOCO captions)."""
+    """Up to ``limit`` captions (``.txt`` members of ``shards``, the TiC scenes' train shards), a
+    seeded sample: the corpus of the caption-replay variant (the paper samples MSCOCO captions)."""
     captions = []
     for shard in shards:
         with tarfile.open(shard) as tar:
@@ -15,7 +15,7 @@ def caption_corpus(shards: list[str], limit: int, seed: int) -> list[str]:
                 if member.name.endswith(".txt"):
                     captions.append(tar.extractfile(member).read().decode("utf-8"))
     if not captions:
-        raise ValueError("caption replay: the base pool has no captions")
+        raise ValueError("caption replay: the given shards hold no captions")
     random.Random(seed).shuffle(captions)
     return captions[:limit]
 

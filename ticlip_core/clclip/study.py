@@ -122,16 +122,17 @@ def summary_scores(sessions: list[dict], setting: str, split: str) -> dict[str, 
 
 def run_method(config: dict, *, setting: str, method_name: str, task_dir: str, base_checkpoint: str | None,
                device="cpu", variants: list[str] | None = None, options: dict | None = None,
-               label: str | None = None) -> tuple[list[dict], dict]:
+               label: str | None = None, grid: list | None = None) -> tuple[list[dict], dict]:
     """Every variant of ``method_name`` in ``setting``, its hyperparameter chosen by validation
     A-Acc. Returns long-format rows (test scores of the chosen value, per session and final) and
     a record of the choice. ``options`` override the method's config options (ablations);
-    ``label`` names the run in the rows (default: the method's name)."""
+    ``label`` names the run in the rows (default: the method's name); ``grid`` replaces the
+    config's grid of the tuned hyperparameter (a one-value grid fixes it)."""
     ccfg = config["clclip"]
     task, plan = load_task(task_dir)
     base_options = {**ccfg["method_options"].get(method_name, {}), **(options or {})}
     tuned = get_method(method_name, **base_options).hyperparameter
-    grid = ccfg["grids"][tuned] if tuned else [None]
+    grid = (grid or ccfg["grids"][tuned]) if tuned else [None]
     rows, record = [], {}
     for variant in variants or ccfg["variants"]:
         tried = {}

@@ -40,11 +40,13 @@ def _label(method: str, variant: str) -> str:
 
 
 def method_table(rows: pd.DataFrame, setting: str) -> pd.DataFrame:
-    """Table III (OST) or IV (MST): one row per method and variant, after the original model,
-    in the order the rows came; headline scores in % and the chosen hyperparameter."""
+    """Table III (OST) or IV (MST): one row per method and variant, in the paper's method order
+    (the original model first; a method it lacks after those, in the order its rows came);
+    headline scores in % and the chosen hyperparameter."""
     final = rows[(rows["setting"] == setting) & (rows["session"] == "final")]
     keys = list(dict.fromkeys(zip(final["method"], final["variant"])))
-    keys.sort(key=lambda k: k[0] != "original")
+    order = list(METHOD_NAMES)
+    keys.sort(key=lambda k: order.index(k[0]) if k[0] in order else len(order))
     out = []
     for method, variant in keys:
         sel = final[(final["method"] == method) & (final["variant"] == variant)]

@@ -1,0 +1,85 @@
+"""End to end: the CL-CLIP study (Ding et al.) through Snakemake on the micro config's CL-CLIP
+block: base pool, original model, task, every method in both settings, the VR-LwF ablations,
+Tables III-VIII and Fig. 4."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = ["WM", "IO", "TO"]
+METHODS_OST = ["FT", "LwF", "GeoDL", "IMM", "RKR", "VR-LwF"]
+METHODS_MST = ["FT", "Joint-FT", "LwF", "GeoDL", "IMM", "RKR", "VR-LwF"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    work = tmp_path_factory.mktemp("clclip_micro")
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work),
+           "--configfile", str(ROOT / "configs/micro.yaml"), str(ROOT / "tests/data/micro_two_steps.yaml"),
+           str(ROOT / "tests/data/micro_clclip.yaml"), "--cores", "2", "clclip_tables"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return work / "results/clclip"
+
+
+def _rows(table: pd.DataFrame) -> list[str]:
+    return list(table["Method"])
+
+
+@pytest.mark.parametrize("name, methods", [("table3_ost", METHODS_OST), ("table4_mst", METHODS_MST)])
+def test_tables_3_and_4_hold_every_method_and_variant_with_scores(study, name, methods):
+    table = pd.read_csv(study / f"{name}.csv")
+    assert _rows(table) == ["Original CLIP"] + [f"{m}-{v}" for m in methods for v in VARIANTS]
+    scores = table.drop(columns=["Method", "Hyperparameter"])
+    assert list(scores.columns[:7]) == ["UT-Acc", "ZS-Acc", "TR@1", "TR@5", "IR@1", "IR@5", "A-Acc"]
+    assert ("Bwt" in scores.columns) == (name == "table4_mst")
+    assert scores.notna().all().all()
+    assert ((scores.drop(columns=["Bwt"], errors="ignore") >= 0) & (scores.drop(columns=["Bwt"], errors="ignore")
+                                                                     <= 100)).all().all()
+    assert (abs(scores["A-Acc"] - (scores["UT-Acc"] + scores["ZS-Acc"]) / 2) < 1e-6).all()
+    # the tuned methods name the value validation chose, from the micro config's grids
+    hp = dict(zip(table["Method"], table["Hyperparameter"].fillna("")))
+    assert hp["LwF-WM"] in ("beta=0.5", "beta=1.0") and hp["IMM-TO"] == "alpha=0.5" and hp["FT-WM"] == ""
+    for ext in ("md", "tex"):
+        text = (study / f"{name}.{ext}").read_text()
+        assert "Table I" in text and "VR-LwF-TO" in text
+
+
+@pytest.mark.parametrize("name", ["table3_ost", "table4_mst"])
+def test_every_update_moves_a_score_of_the_original_model(study, name):
+    table = pd.read_csv(study / f"{name}.csv").set_index("Method")
+    cols = ["UT-Acc", "ZS-Acc", "TR@1", "TR@5", "IR@1", "IR@5"]
+    moved = table.drop(index="Original CLIP")[cols].ne(table.loc["Original CLIP", cols]).any(axis=1)
+    assert moved.all(), f"unchanged by training: {list(moved[~moved].index)}"
+
+
+@pytest.mark.parametrize("name, labels", [
+    ("table5_ost_length", ["M=2", "M=4", "caption replay"]), ("table6_ost_num_pseudo", ["Ks=4", "Ks=8"]),
+    ("table7_mst_length", ["M=2", "M=4", "caption replay"]), ("table8_mst_num_pseudo", ["Ks=4", "Ks=8"])])
+def test_ablation_tables_have_one_row_per_value_at_the_fixed_beta(study, name, labels):
+    table = pd.read_csv(study / f"{name}.csv")
+    assert _rows(table) == ["Original CLIP"] + [f"{label}-WM" for label in labels]
+    assert set(table["Hyperparameter"].dropna()) == {"beta=1.0"}
+    assert table.drop(columns=["Method", "Hyperparameter"]).notna().all().all()
+
+
+def test_chosen_values_are_written_next_to_the_results(study):
+    chosen = json.loads((study / "runs/lwf.json").read_text())
+    assert set(chosen) == {"ost", "mst"}
+    for setting in chosen.values():
+        assert set(setting) == {"wm", "io", "to"}
+        for record in setting.values():
+            assert record["hyperparameter"] == "beta" and set(record["val_a_acc"]) == {"0.5", "1.0"}
+            tried = {float(v): a for v, a in record["val_a_acc"].items()}
+            assert record["chosen"] == max(tried, key=tried.get)  # the first of equals, in grid order
+
+
+def test_figure_4_and_all_rows(study):
+    assert (study / "fig4_mst_sessions.png").stat().st_size > 10_000
+    rows = pd.read_csv(study / "all_rows.csv", dtype={"session": str})
+    mst = rows[(rows["setting"] == "mst") & (rows["session"] != "final")]
+    assert set(mst["session"]) == {"0", "1"}  # the micro config's two sessions
