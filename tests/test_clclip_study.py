@@ -49,17 +49,6 @@ def test_tables_3_and_4_hold_every_method_and_variant_with_scores(study, name, m
         assert "Table I" in text and "VR-LwF-TO" in text
 
 
-@pytest.mark.parametrize("name", ["table3_ost", "table4_mst"])
-def test_every_update_moves_a_score_of_the_original_model(study, name):
-    table = pd.read_csv(study / f"{name}.csv").set_index("Method")
-    cols = ["UT-Acc", "ZS-Acc", "TR@1", "TR@5", "IR@1", "IR@5"]
-    # RKR is left out: its scales do train (tests/test_clclip_methods.py), but the micro study's few
-    # steps need not flip any of its handful of test decisions
-    trained = table.drop(index=["Original CLIP", *[i for i in table.index if i.startswith("RKR-")]])
-    moved = trained[cols].ne(table.loc["Original CLIP", cols]).any(axis=1)
-    assert moved.all(), f"unchanged by training: {list(moved[~moved].index)}"
-
-
 @pytest.mark.parametrize("name, labels", [
     ("table5_ost_length", ["M=2", "M=4", "caption replay"]), ("table6_ost_num_pseudo", ["Ks=4", "Ks=8"]),
     ("table7_mst_length", ["M=2", "M=4", "caption replay"]), ("table8_mst_num_pseudo", ["Ks=4", "Ks=8"])])

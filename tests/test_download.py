@@ -117,6 +117,7 @@ def _config(tmp: Path, **extra) -> Path:
                  "download": {"processes_count": 1, "thread_count": 4, "image_size": 32, "samples_per_shard": 20,
                               "retries": 0, "timeout": 5}},
         "tic": {"steps": STEPS, "methods": ["sequential"], "lr_ablation": {"method": None}},
+        "clclip": {"enabled": False},  # the TiC path only: the CL-CLIP study is on in the default
     }
     for block, values in extra.items():
         cfg.setdefault(block, {}).update(values)
