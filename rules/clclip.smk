@@ -19,6 +19,7 @@ rule clclip_base_pool:
         f"{BENCH}/clclip/base_pool.tsv"
     resources:
         **RESOURCES["data"],
+    threads: PARALLEL_THREADS
     script:
         "../workflow_scripts/clclip_base_pool.py"
 

@@ -325,10 +325,12 @@ def test_base_pool_mixes_scenes_and_named_crops_in_shards(tmp_path):
         assert row.caption.endswith(f"{row.colour} {row.label_names[0]}.")
     timeless = {world.class_names()[i] for i in world.timeless_class_ids()}
     assert {n for names in rows.label_names for n in names} <= timeless
+    # rendered again in two processes: the same bytes
     again = build_synthetic_base_pool(tmp_path / "again", num_samples=30, seed=3, scene_fraction=1 / 3,
-                                      samples_per_shard=20)
-    assert (tmp_path / "00000.tar").read_bytes() == (tmp_path / "again" / "00000.tar").read_bytes()
-    assert again["per_class"] == summary["per_class"]
+                                      samples_per_shard=20, workers=2)
+    for name in ("00000.tar", "00001.tar", "00000.parquet", "00001.parquet"):
+        assert (tmp_path / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
+    assert again["per_class"] == summary["per_class"] and again["scenes_drawn"] == summary["scenes_drawn"]
 
 
 def test_base_pool_bad_input(tmp_path):
@@ -336,3 +338,5 @@ def test_base_pool_bad_input(tmp_path):
         build_synthetic_base_pool(tmp_path, num_samples=0)
     with pytest.raises(ValueError, match="scene_fraction"):
         build_synthetic_base_pool(tmp_path, num_samples=5, scene_fraction=1.5)
+    with pytest.raises(ValueError, match="workers"):
+        build_synthetic_base_pool(tmp_path, num_samples=5, workers=0)

@@ -9,5 +9,6 @@ with logged(snakemake.log[0]):
     p = snakemake.params
     summary = build_synthetic_base_pool(snakemake.output[0], num_samples=p.samples, seed=p.seed,
                                         scene_fraction=p.scene_fraction,
-                                        image_size=model_image_size(p.model), render_size=p.render_size)
+                                        image_size=model_image_size(p.model), render_size=p.render_size,
+                                        workers=snakemake.threads)
     print(json.dumps(summary, indent=2))

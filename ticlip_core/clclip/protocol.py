@@ -28,12 +28,17 @@ deterministically (fixed zip timestamps), so the same inputs and seed give ident
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
 import math
+import multiprocessing
 import os
+import sys
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -454,9 +459,10 @@ BASE_POOL_FIELDS = [pa.field("labels", pa.list_(pa.int64())), pa.field("label_na
 
 def build_synthetic_base_pool(out_dir: str | os.PathLike, *, num_samples: int, seed: int = 0,
                               scene_fraction: float = 0.5, image_size: int = 32, render_size: int = 64,
-                              samples_per_shard: int = 1000) -> dict:
+                              samples_per_shard: int = 1000, workers: int = 1) -> dict:
     """Write the pre-training pool of the default's original CLIP: ``num_samples`` captioned
     scenes and object crops, as img2dataset-layout shards in ``out_dir``; returns a summary.
+    ``workers`` processes render the scenes; the output does not depend on it.
 
     CLIP's web data holds both whole scenes and object-centric photos named in their captions.
     The synthetic stand-in draws the world's timeless scenes (every timeless class, update and
@@ -475,38 +481,64 @@ def build_synthetic_base_pool(out_dir: str | os.PathLike, *, num_samples: int, s
     pixels = PixelSpec(image_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     written, scenes_written, skipped, scene, shard_id = 0, 0, 0, 0, 0
     per_class: dict[str, int] = {}
-    while written < num_samples:
-        with ShardWriter(out_dir, shard_id, samples_per_shard=samples_per_shard,
-                         extra_fields=BASE_POOL_FIELDS, url_prefix=f"synthetic-crops://{seed}/") as writer:
-            while written < num_samples and len(writer.rows) < samples_per_shard:
-                image, meta = render_sample(_scene_rng(seed, _STREAM_BASE_POOL, scene), year=None,
-                                            image_size=render_size)
-                scene += 1
-                name, colour = meta["label_names"][0], meta["object_colours"][0]
-                whole = math.floor((written + 1) * scene_fraction) > math.floor(written * scene_fraction)
-                if whole:
-                    picture, caption = image, meta["caption"]
-                else:
-                    picture = _crop(image, meta["boxes"][0])
-                    caption = fix_articles(BASE_POOL_CAPTION.format(colour=colour, name=name))
-                    if picture is None:
-                        skipped += 1
-                        continue
-                writer.write(encode_jpeg(Image.fromarray(pixels.to_array(picture)), SYNTHETIC_DEFAULTS["jpeg_quality"]), caption,
-                             width=image_size, height=image_size,
-                             extra={"labels": meta["labels"] if whole else [meta["labels"][0]],
-                                    "label_names": meta["label_names"] if whole else [name],
-                                    "domain": meta["domain"], "colour": colour, "timestamp": None})
-                per_class[name] = per_class.get(name, 0) + 1
-                scenes_written += whole
-                written += 1
-        shard_id += 1
+    with contextlib.closing(_rendered_pool_scenes(seed, render_size, workers)) as scenes:
+        while written < num_samples:
+            with ShardWriter(out_dir, shard_id, samples_per_shard=samples_per_shard,
+                             extra_fields=BASE_POOL_FIELDS, url_prefix=f"synthetic-crops://{seed}/") as writer:
+                while written < num_samples and len(writer.rows) < samples_per_shard:
+                    image, meta = next(scenes)
+                    scene += 1
+                    name, colour = meta["label_names"][0], meta["object_colours"][0]
+                    whole = math.floor((written + 1) * scene_fraction) > math.floor(written * scene_fraction)
+                    if whole:
+                        picture, caption = image, meta["caption"]
+                    else:
+                        picture = _crop(image, meta["boxes"][0])
+                        caption = fix_articles(BASE_POOL_CAPTION.format(colour=colour, name=name))
+                        if picture is None:
+                            skipped += 1
+                            continue
+                    jpeg = encode_jpeg(Image.fromarray(pixels.to_array(picture)), SYNTHETIC_DEFAULTS["jpeg_quality"])
+                    writer.write(jpeg, caption, width=image_size, height=image_size,
+                                 extra={"labels": meta["labels"] if whole else [meta["labels"][0]],
+                                        "label_names": meta["label_names"] if whole else [name],
+                                        "domain": meta["domain"], "colour": colour, "timestamp": None})
+                    per_class[name] = per_class.get(name, 0) + 1
+                    scenes_written += whole
+                    written += 1
+            shard_id += 1
     summary = {"source": "synthetic_base_pool", "seed": int(seed), "samples": written,
                "whole_scenes": scenes_written, "crops": written - scenes_written, "shards": shard_id,
                "scenes_drawn": scene, "skipped_small_boxes": skipped, "image_size": image_size,
                "per_class": dict(sorted(per_class.items()))}
     _write_json(out_dir / "summary.json", summary)
     return summary
+
+
+def _render_pool_scene(job: tuple[int, int, int]):
+    seed, scene, render_size = job
+    return render_sample(_scene_rng(seed, _STREAM_BASE_POOL, scene), year=None, image_size=render_size)
+
+
+def _rendered_pool_scenes(seed: int, render_size: int, workers: int, block: int = 512):
+    """The base pool's scenes 0, 1, 2, ... in order, rendered ``block`` at a time in ``workers``
+    processes (the caller stops when it has enough; each scene has its own random stream)."""
+    if workers < 1:
+        raise ValueError(f"base pool: workers must be at least 1, got {workers}")
+    if workers == 1:
+        yield from map(_render_pool_scene, ((seed, i, render_size) for i in itertools.count()))
+        return
+    # fork: workers inherit the imported modules instead of importing them again.
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method)) as pool:
+        def submit(start):
+            return pool.map(_render_pool_scene, [(seed, i, render_size) for i in range(start, start + block)],
+                            chunksize=max(1, block // (4 * workers)))
+        pending = submit(0)
+        for start in itertools.count(block, block):
+            ahead = submit(start)  # the next block renders while this one is written
+            yield from pending
+            pending = ahead
 
 
 # ---------------------------------------------------------------------------------------------
