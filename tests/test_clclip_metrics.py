@@ -9,7 +9,6 @@ import torch
 
 from ticlip_core.clclip.metrics import (a_acc, accuracy_matrix, bwt, recall_at_k, recall_folds,
                                         session_accuracies, ut_acc_mst, ut_acc_ost)
-from ticlip_core.clclip.study import summary_scores
 from ticlip_core.evaluate import recall_at_k as paired_recall_at_k
 
 NAN = float("nan")
@@ -18,30 +17,6 @@ A3 = [[0.9, NAN, NAN],
       [0.6, 0.8, NAN],
       [0.5, 0.7, 0.9]]
 
-
-def _chain_on_a3(val_every_session: bool) -> list[dict]:
-    """A3 as a finished MST chain: test scored every session, val (= test here) as configured."""
-    sessions = []
-    for i, row in enumerate(A3):
-        scores = {f"acc_s{j}": v for j, v in enumerate(row)}
-        scores.update(ut_acc=NAN, zs_acc=0.4)  # the chain's own "so far" UT-Acc is not what MST reports
-        split_scores = {"test": scores}
-        if val_every_session or i == len(A3) - 1:
-            split_scores["val"] = dict(scores)
-        sessions.append({"session": i, "scores": split_scores})
-    return sessions
-
-
-def test_summary_scores_reads_the_final_row_and_needs_every_session_only_for_bwt():
-    chain = _chain_on_a3(val_every_session=False)
-    test = summary_scores(chain, "mst", "test")
-    assert test["ut_acc"] == pytest.approx(0.7) and test["a_acc"] == pytest.approx(0.55)
-    assert test["bwt"] == pytest.approx(-0.25)
-    # val is scored after the last session only (selection reads A[S-1] and ZS-Acc): same UT/A-Acc, no Bwt
-    val = summary_scores(chain, "mst", "val")
-    assert val["ut_acc"] == pytest.approx(0.7) and val["a_acc"] == pytest.approx(0.55)
-    assert "bwt" not in val
-    assert summary_scores(_chain_on_a3(val_every_session=True), "mst", "val")["bwt"] == pytest.approx(-0.25)
 
 def test_ut_acc_and_bwt_on_a_3x3_table():
     # UT-Acc (MST) = mean of the last row = (0.5 + 0.7 + 0.9) / 3 = 0.7

@@ -20,7 +20,7 @@ import torch
 from ..models import create_model, load_checkpoint
 from .methods import get_method
 from .methods.base import SessionContext
-from .metrics import a_acc, bwt
+from .metrics import a_acc, bwt, ut_acc_mst
 from .protocol import load_classes, load_split, load_retrieval
 from .session import class_accuracy, retrieval_recalls, train_session
 
@@ -39,14 +39,12 @@ def load_original(config: dict, base_checkpoint: str | None, device):
 
 
 def evaluate_session(model, tokenizer, task: dict, plan, setting: str, session: int, templates: list[str],
-                     device, *, retrieval: bool, fold_size: int,
-                     splits: tuple[str, ...] = tuple(SPLITS)) -> dict[str, dict[str, float]]:
-    """Scores after a session, per split in ``splits``: accuracy on each session's classes
-    (``acc_s<j>``), UT-Acc so far (OST: overall accuracy; MST: mean over the sessions seen),
-    ZS-Acc, and (test only, when ``retrieval``) TR@1/5 and IR@1/5."""
+                     device, *, retrieval: bool, fold_size: int) -> dict[str, dict[str, float]]:
+    """Scores after a session, per split: accuracy on each session's classes (``acc_s<j>``), UT-Acc
+    so far (OST: overall accuracy; MST: mean over the sessions seen), ZS-Acc, and (test only,
+    when ``retrieval``) TR@1/5 and IR@1/5."""
     out = {}
-    for split in splits:
-        update_name, zs_name = SPLITS[split]
+    for split, (update_name, zs_name) in SPLITS.items():
         images, labels = task[update_name]
         correct = class_accuracy(model, tokenizer, images, labels, plan.update_classes, templates, device)
         scores = {}
@@ -102,28 +100,23 @@ def run_chain(config: dict, *, setting: str, method_name: str, variant: str, opt
                               batch_size=tcfg["batch_size"], lr=tcfg["lr"], weight_decay=tcfg["weight_decay"],
                               seed=config["seed"] * 1000 + s)
         previous = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        # Selection reads only the final model's validation scores, so earlier sessions skip val
-        # (a third of an MST chain's time); test is scored every session for Bwt and Fig. 4.
         scores = evaluate_session(model, tokenizer, task, plan, setting, s, ccfg["templates"], device,
-                                  retrieval=s == last, fold_size=ccfg["retrieval_fold_size"],
-                                  splits=tuple(SPLITS) if s == last else ("test",))
+                                  retrieval=s == last, fold_size=ccfg["retrieval_fold_size"])
         sessions.append({"session": s, **stats, "scores": scores})
     return sessions, copy.deepcopy(info)
 
 
 def summary_scores(sessions: list[dict], setting: str, split: str) -> dict[str, float]:
     """The headline scores of a finished chain on ``split``: UT-Acc, ZS-Acc, A-Acc, retrieval,
-    and, in MST, Bwt from the accuracy matrix A[i][j] (sessions x sessions) when every session
-    was scored on ``split`` (UT-Acc reads only the final row, A[S-1])."""
+    and, in MST, Bwt from the accuracy matrix A[i][j] (sessions x sessions)."""
     final = dict(sessions[-1]["scores"][split])
     out = {k: final[k] for k in ("ut_acc", "zs_acc", "a_acc", "TR@1", "TR@5", "IR@1", "IR@5") if k in final}
     if setting == "mst":
         n = len(sessions)
-        out["ut_acc"] = float(np.mean([final[f"acc_s{j}"] for j in range(n)]))  # metrics.ut_acc_mst: mean of A[S-1]
+        matrix = np.array([[s["scores"][split][f"acc_s{j}"] for j in range(n)] for s in sessions])
+        out["ut_acc"] = ut_acc_mst(matrix)
         out["a_acc"] = a_acc(out["ut_acc"], out["zs_acc"])
-        if all(split in s["scores"] for s in sessions):
-            matrix = np.array([[s["scores"][split][f"acc_s{j}"] for j in range(n)] for s in sessions])
-            out["bwt"] = bwt(matrix)
+        out["bwt"] = bwt(matrix)
     return out
 
 
@@ -173,7 +166,7 @@ def evaluate_original(config: dict, *, setting: str, task_dir: str, base_checkpo
     last = plan.num_sessions(setting) - 1
     sessions = [{"session": s, "scores": evaluate_session(model, tokenizer, task, plan, setting, s, ccfg["templates"],
                                                           device, retrieval=s == last,
-                                                          fold_size=ccfg["retrieval_fold_size"], splits=("test",))}
+                                                          fold_size=ccfg["retrieval_fold_size"])}
                 for s in range(last + 1)]
     base = {"study": "clclip", "setting": setting, "method": "original", "variant": "-", "hyperparameter": "",
             "chosen": ""}
