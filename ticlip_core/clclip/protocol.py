@@ -33,12 +33,9 @@ import hashlib
 import itertools
 import json
 import math
-import multiprocessing
 import os
-import sys
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +49,8 @@ from ..data.bucketing import split_of_key
 from ..data.datasets import load_dataset
 from ..data.loader import PixelSpec
 from ..data.shards import ShardWriter
-from ..data.synthetic import DEFAULTS as SYNTHETIC_DEFAULTS, encode_jpeg, fix_articles, render_sample
+from ..data.synthetic import (DEFAULTS as SYNTHETIC_DEFAULTS, encode_jpeg, fix_articles, process_pool,
+                              render_sample)
 
 SETTINGS = ("ost", "mst")
 CLASSIFICATION_SPLITS = ("update_train", "update_val", "update_test", "zs_val", "zs_test")
@@ -476,6 +474,8 @@ def build_synthetic_base_pool(out_dir: str | os.PathLike, *, num_samples: int, s
         raise ValueError(f"base pool: num_samples must be at least 1, got {num_samples}")
     if not 0 <= scene_fraction <= 1:
         raise ValueError(f"base pool: scene_fraction must be in [0, 1], got {scene_fraction}")
+    if workers < 1:
+        raise ValueError(f"base pool: workers must be at least 1, got {workers}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pixels = PixelSpec(image_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
@@ -523,14 +523,10 @@ def _render_pool_scene(job: tuple[int, int, int]):
 def _rendered_pool_scenes(seed: int, render_size: int, workers: int, block: int = 512):
     """The base pool's scenes 0, 1, 2, ... in order, rendered ``block`` at a time in ``workers``
     processes (the caller stops when it has enough; each scene has its own random stream)."""
-    if workers < 1:
-        raise ValueError(f"base pool: workers must be at least 1, got {workers}")
     if workers == 1:
         yield from map(_render_pool_scene, ((seed, i, render_size) for i in itertools.count()))
         return
-    # fork: workers inherit the imported modules instead of importing them again.
-    method = "fork" if sys.platform.startswith("linux") else "spawn"
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method)) as pool:
+    with process_pool(workers) as pool:
         def submit(start):
             return pool.map(_render_pool_scene, [(seed, i, render_size) for i in range(start, start + block)],
                             chunksize=max(1, block // (4 * workers)))

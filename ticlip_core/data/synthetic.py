@@ -295,6 +295,13 @@ def synthesize_static(out_dir, *, seed: int, num_samples: int = DEFAULTS["static
                           jpeg_quality=_jpeg_quality({"jpeg_quality": jpeg_quality}))
 
 
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` rendering processes; on Linux they fork, inheriting the imported
+    modules instead of importing them again."""
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+
+
 def _write_dataset(out_dir, *, seed, stream, years, image_size, samples_per_shard, workers,
                    jpeg_quality) -> dict:
     """Render ``years[i]``'s sample i for every i into shards of ``samples_per_shard``."""
@@ -314,10 +321,7 @@ def _write_dataset(out_dir, *, seed, stream, years, image_size, samples_per_shar
     if workers == 1 or n_shards == 1:
         results = [write_shard(job) for job in jobs]
     else:
-        # fork: workers inherit the imported modules instead of importing them again.
-        method = "fork" if sys.platform.startswith("linux") else "spawn"
-        with ProcessPoolExecutor(max_workers=min(workers, n_shards),
-                                 mp_context=multiprocessing.get_context(method)) as pool:
+        with process_pool(min(workers, n_shards)) as pool:
             results = list(pool.map(write_shard, jobs))
     per_year, per_domain = Counter(), Counter()
     for result in results:
