@@ -31,6 +31,8 @@ rule clclip_base:
         model=f"{CLCLIP}/base/model.pt",
         log=f"{CLCLIP}/base/train_log.csv",
         compute=f"{CLCLIP}/base/compute.json",
+    params:
+        cfg=clclip_base_job(config),
     conda:
         "../envs/ticlip.yaml"
     log:
@@ -48,7 +50,7 @@ rule clclip_task:
     output:
         directory(f"{CLCLIP}/task"),
     params:
-        data=config["clclip"]["data"],
+        data=subset(config["clclip"]["data"], ["source", config["clclip"]["data"]["source"]]),
         seed=config["seed"],
         model=config["clclip"]["model"]["name"],
     conda:
@@ -71,6 +73,7 @@ rule clclip_run:
         chosen=f"{CLCLIP}/runs/{{method}}.json",
     params:
         settings=lambda wildcards: [s for s in CLCLIP_SETTINGS if wildcards.method in clclip_methods_in(s)],
+        cfg=lambda wildcards: clclip_method_job(config, wildcards.method),
     conda:
         "../envs/ticlip.yaml"
     log:
@@ -93,6 +96,7 @@ rule clclip_ablation:
         chosen=f"{CLCLIP}/ablations/{{ablation}}.json",
     params:
         settings=CLCLIP_SETTINGS,
+        cfg=lambda wildcards: clclip_ablation_job(config, wildcards.ablation),
     conda:
         "../envs/ticlip.yaml"
     log:

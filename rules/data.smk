@@ -7,7 +7,7 @@ if SOURCE == "synthetic":
         output:
             directory(f"{DATA}/shards"),
         params:
-            cfg=config["data"]["synthetic"],
+            cfg=subset(config["data"]["synthetic"], ["years", "samples_per_year", "image_size", "samples_per_shard"]),
             seed=config["seed"],
         conda:
             "../envs/ticlip.yaml"
@@ -25,7 +25,7 @@ if SOURCE == "synthetic":
         output:
             directory(f"{DATA}/static/synthetic"),
         params:
-            cfg=config["data"]["synthetic"],
+            cfg=subset(config["data"]["synthetic"], ["static_samples", "image_size", "samples_per_shard"]),
             seed=config["seed"],
             static=True,
         conda:

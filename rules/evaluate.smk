@@ -14,6 +14,7 @@ rule evaluate_run:
         steps=STEPS,
         static_sets=STATIC_SETS,
         dynamic_tasks=DYNAMIC_TASKS,
+        cfg=evaluate_job(config, DYNAMIC_TASKS),
     conda:
         "../envs/ticlip.yaml"
     log:

@@ -10,7 +10,7 @@ rule train_step:
         compute=f"{TIC}/models/{{run}}/{{step}}/compute.json",
     params:
         method=lambda wildcards: RUNS[wildcards.run].method,
-        train_overrides=lambda wildcards: RUNS[wildcards.run].train,
+        cfg=lambda wildcards: train_job(config, RUNS[wildcards.run], STEPS.index(wildcards.step)),
     conda:
         "../envs/ticlip.yaml"
     log:

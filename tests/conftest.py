@@ -16,6 +16,31 @@ def micro_config(**train) -> dict:
     return cfg
 
 
+def planned_jobs(command: list[str], overlay: dict, tmp_path: Path) -> dict[str, int]:
+    """Jobs (rule -> count, the target rule ``all`` left out) that a dry-run of ``command`` plans
+    after ``overlay`` is given as one more config file: what a config edit would rerun."""
+    import subprocess
+
+    path = tmp_path / f"overlay_{abs(hash(yaml.safe_dump(overlay)))}.yaml"
+    path.write_text(yaml.safe_dump(overlay))
+    cmd = list(command)
+    at = cmd.index("--cores")  # config files come before --cores in the tests' commands
+    res = subprocess.run([*cmd[:at], str(path), *cmd[at:], "--dry-run", "--quiet", "rules"],
+                         capture_output=True, text=True, timeout=300)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:")[1].split("total")[0]
+    jobs = {}
+    for line in table.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            jobs[parts[0]] = int(parts[1])
+    jobs.pop("all", None)
+    return jobs
+
+
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
     """Shards of a 3-year world and their per-step splits (the micro config's steps)."""

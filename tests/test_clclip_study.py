@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import planned_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ["WM", "IO", "TO"]
@@ -15,13 +16,16 @@ METHODS_OST = ["FT", "LwF", "GeoDL", "IMM", "RKR", "VR-LwF"]
 METHODS_MST = ["FT", "Joint-FT", "LwF", "GeoDL", "IMM", "RKR", "VR-LwF"]
 
 
+def _command(work: Path) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work),
+            "--configfile", str(ROOT / "configs/micro.yaml"), str(ROOT / "tests/data/micro_two_steps.yaml"),
+            str(ROOT / "tests/data/micro_clclip.yaml"), "--cores", "2", "clclip_tables"]
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     work = tmp_path_factory.mktemp("clclip_micro")
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work),
-           "--configfile", str(ROOT / "configs/micro.yaml"), str(ROOT / "tests/data/micro_two_steps.yaml"),
-           str(ROOT / "tests/data/micro_clclip.yaml"), "--cores", "2", "clclip_tables"]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(_command(work), capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return work / "results/clclip"
 
@@ -75,3 +79,12 @@ def test_figure_4_and_all_rows(study):
     rows = pd.read_csv(study / "all_rows.csv", dtype={"session": str})
     mst = rows[(rows["setting"] == "mst") & (rows["session"] != "final")]
     assert set(mst["session"]) == {"0", "1"}  # the micro config's two sessions
+
+
+def test_a_clclip_training_edit_reruns_the_trained_methods_only(study, tmp_path):
+    """clclip.train.lr: every method and ablation job and the tables; not the original model's
+    evaluation, its training (clclip.base), the task or the pool."""
+    work = study.parents[1]
+    methods = ["ft", "joint_ft", "lwf", "geodl", "imm", "rkr", "vr_lwf"]  # the default clclip.methods
+    assert planned_jobs(_command(work), {"clclip": {"train": {"lr": 0.0005}}}, tmp_path) == {
+        "clclip_run": len(methods), "clclip_ablation": 2, "clclip_tables": 1}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import planned_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["oracle", "cumulative_all", "cumulative_exp", "cumulative_equal", "sequential", "restart", "lwf",
@@ -133,3 +134,24 @@ def test_second_run_does_nothing(micro_run):
     res = subprocess.run(snakemake(work, "--dry-run"), capture_output=True, text=True, timeout=120)
     assert res.returncode == 0
     assert "Nothing to be done" in res.stdout + res.stderr
+
+
+# Provenance: each job reads only the config subset its rule passes as a param, so an edit reruns
+# exactly the jobs whose outputs it can change (10 runs: 8 methods + 2 LR-ablation variants).
+TABLES = {"tic_table": 1, "lr_ablation_table": 1, "tic_figures": 1}
+EDITS = {
+    "train.lr": ({"train": {"lr": 0.001}}, {"train_step": 10 * len(STEPS), "evaluate_run": 10, **TABLES}),
+    "methods.lwf.beta": ({"methods": {"lwf": {"beta": 0.5}}},
+                         {"train_step": len(STEPS), "evaluate_run": 1, "tic_table": 1, "tic_figures": 1}),
+    # Patching's alpha search (steps after the first) reads the pool size too
+    "eval.retrieval_pool_size": ({"eval": {"retrieval_pool_size": 16}},
+                                 {"train_step": len(STEPS) - 1, "evaluate_run": 10, **TABLES}),
+    "resources.evaluate.runtime": ({"resources": {"evaluate": {"runtime": 90}}}, {}),  # read by no job
+}
+
+
+@pytest.mark.parametrize("key", EDITS)
+def test_a_config_edit_reruns_exactly_the_jobs_that_read_it(micro_run, key, tmp_path):
+    work, _ = micro_run
+    overlay, expected = EDITS[key]
+    assert planned_jobs(snakemake(work), overlay, tmp_path) == expected

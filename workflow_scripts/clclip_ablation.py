@@ -12,12 +12,13 @@ from ticlip_core.workflow_io import logged
 with logged(snakemake.log[0]):
     ablation = snakemake.wildcards.ablation
     base_shards = sorted(str(p) for p in Path(snakemake.input.steps_dir).glob("*/train/*.tar"))
-    beta = snakemake.config["clclip"]["ablations"]["beta"]
+    config = snakemake.params.cfg
+    beta = config["clclip"]["ablations"]["beta"]
     rows, chosen = [], {}
     for setting in snakemake.params.settings:
-        for label, options in ablation_runs(snakemake.config, ablation, base_shards):
+        for label, options in ablation_runs(config, ablation, base_shards):
             r, chosen[f"{setting} {label}"] = run_method(
-                snakemake.config, setting=setting, method_name="vr_lwf", task_dir=snakemake.input.task,
+                config, setting=setting, method_name="vr_lwf", task_dir=snakemake.input.task,
                 base_checkpoint=snakemake.input.get("base"), variants=["wm"], options=options, label=label,
                 grid=None if beta is None else [beta])
             rows += r

@@ -12,9 +12,9 @@ with logged(snakemake.log[0]):
     for setting in snakemake.params.settings:
         common = dict(setting=setting, task_dir=snakemake.input.task, base_checkpoint=snakemake.input.get("base"))
         if method == "original":
-            rows += evaluate_original(snakemake.config, **common)
+            rows += evaluate_original(snakemake.params.cfg, **common)
         else:
-            r, chosen[setting] = run_method(snakemake.config, method_name=method, **common)
+            r, chosen[setting] = run_method(snakemake.params.cfg, method_name=method, **common)
             rows += r
     pd.DataFrame(rows).to_csv(snakemake.output.rows, index=False)
     with open(snakemake.output.chosen, "w") as f:

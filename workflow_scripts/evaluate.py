@@ -11,7 +11,7 @@ from ticlip_core.models import create_model, load_checkpoint
 from ticlip_core.workflow_io import logged
 
 with logged(snakemake.log[0]):
-    config, steps = snakemake.config, list(snakemake.params.steps)
+    config, steps = snakemake.params.cfg, list(snakemake.params.steps)
     templates = config["eval"]["templates"]
     torch.set_num_threads(snakemake.threads)
     # the weights come from the checkpoints; a pretrained tag only sets the preprocessing

@@ -4,15 +4,14 @@ from pathlib import Path
 
 from ticlip_core.data.layout import step_shards
 from ticlip_core.launch import run_training
-from ticlip_core.runs import Run, run_config
 from ticlip_core.workflow_io import logged
 
 with logged(snakemake.log[0]):
-    run = Run(snakemake.wildcards.run, snakemake.params.method, dict(snakemake.params.train_overrides))
-    config, step, steps_dir = run_config(snakemake.config, run), snakemake.wildcards.step, snakemake.input.steps_dir
+    # params.cfg: exactly the config this job reads, with the run's overrides (ticlip_core.job_config)
+    config, step, steps_dir = snakemake.params.cfg, snakemake.wildcards.step, snakemake.input.steps_dir
     steps = config["tic"]["steps"]
     job = dict(
-        config=config, method_name=run.method, run_name=run.name, step=step,
+        config=config, method_name=snakemake.params.method, run_name=snakemake.wildcards.run, step=step,
         shards_by_step={s: step_shards(steps_dir, s, "train") for s in steps},
         val_shards_by_step={s: step_shards(steps_dir, s, "val") for s in steps},
         init_checkpoint=snakemake.input.get("init"),

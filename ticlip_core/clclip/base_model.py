@@ -24,9 +24,10 @@ def base_config(config: dict) -> dict:
 
 def train_base(config: dict, *, shards: list[str], out_model: str, out_log: str, out_compute: str) -> dict:
     """Contrastively train the original CLIP from scratch on ``shards`` for ``clclip.base.budget_samples``
-    samples (open_clip's ClipLoss); writes the checkpoint, the training log and compute record."""
+    samples (open_clip's ClipLoss); writes the checkpoint, the training log and compute record.
+    ``config`` is already the base model's (``base_config``, as the workflow's job config is)."""
     if not shards:
         raise ValueError("clclip base model: the base pool has no training shards")
-    return train_step(base_config(config), method_name="sequential", step=BASE_STEP,
+    return train_step(config, method_name="sequential", step=BASE_STEP,
                       shards_by_step={BASE_STEP: shards}, init_checkpoint=None, out_model=out_model,
                       out_log=out_log, out_compute=out_compute, run_name="clclip_base")

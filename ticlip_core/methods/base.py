@@ -39,6 +39,11 @@ class Method:
     def after_step(self, ctx) -> None:
         """Called after the last iteration, before the checkpoint is written."""
 
+    def config_paths(self, t: int) -> tuple[str, ...]:
+        """Dotted config keys, beyond ``train``, ``model``, ``seed`` and this method's options, that
+        the hooks read through ``ctx.config`` at step ``t`` (the training job is given exactly these)."""
+        return ()
+
     def describe(self) -> str:
         """One line for logs and docs."""
         return (self.__doc__ or self.name).strip().splitlines()[0]

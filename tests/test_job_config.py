@@ -1,0 +1,57 @@
+"""Provenance at the unit level: each job's config is exactly the subset it reads."""
+from pathlib import Path
+
+from conftest import micro_config
+from ticlip_core.job_config import (clclip_ablation_job, clclip_base_job, clclip_method_job, evaluate_job,
+                                    subset, train_job)
+from ticlip_core.runs import Run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_subset_keeps_only_the_dotted_paths_and_skips_absent_ones():
+    cfg = {"a": {"b": 1, "c": {"d": 2, "e": 3}}, "f": 4}
+    out = subset(cfg, ["a.c.d", "f", "missing.key", "a.x"])
+    assert out == {"a": {"c": {"d": 2}}, "f": 4}
+    out["a"]["c"]["d"] = 99
+    assert cfg["a"]["c"]["d"] == 2  # a copy: a job may change its config
+
+
+def test_no_workflow_script_reads_the_whole_config():
+    readers = [p.name for p in (ROOT / "workflow_scripts").glob("*.py") if "snakemake.config" in p.read_text()]
+    assert readers == []
+
+
+def test_train_job_applies_run_overrides_and_holds_only_what_training_reads():
+    cfg = micro_config()
+    job = train_job(cfg, Run("cumulative_all@warmup", "cumulative_all", {"warmup_later_steps": True}), 1)
+    assert set(job) == {"seed", "model", "train", "tic"} and set(job["tic"]) == {"steps"}
+    assert job["train"]["warmup_later_steps"] is True and cfg["train"]["warmup_later_steps"] is False
+    lwf = train_job({**cfg, "methods": {"lwf": {"beta": 0.5}, "patching": {}}}, Run("lwf", "lwf"), 0)
+    assert lwf["methods"] == {"lwf": {"beta": 0.5}}
+
+
+def test_patching_reads_the_evaluation_settings_only_where_it_searches_alpha():
+    cfg = micro_config()
+    assert "eval" not in train_job(cfg, Run("patching", "patching"), 0)
+    assert set(train_job(cfg, Run("patching", "patching"), 1)["eval"]) == {"batch_size", "retrieval_pool_size"}
+
+
+def test_evaluation_job_reads_eval_and_model_not_training():
+    job = evaluate_job(micro_config(), ["retrieval", "classification"])
+    assert set(job) == {"eval", "model", "data"} and job["data"] == {"source": "synthetic"}
+
+
+def test_clclip_jobs_read_their_own_keys():
+    cfg = micro_config()
+    base = clclip_base_job(cfg)
+    assert base["train"]["lr"] == cfg["clclip"]["base"]["lr"] and base["model"]["name"] == cfg["clclip"]["model"]["name"]
+    edited = micro_config(lr=cfg["train"]["lr"] / 2)  # replaced by clclip.base.lr: the base job is unchanged
+    assert clclip_base_job(edited) == base
+    assert clclip_base_job(micro_config(weight_decay=0.3)) != base  # not replaced: it is read
+    ft, imm = clclip_method_job(cfg, "ft"), clclip_method_job(cfg, "imm")
+    assert "grids" not in ft["clclip"] and set(imm["clclip"]["grids"]) == {"alpha"}
+    assert set(clclip_method_job(cfg, "original")["clclip"]) == {"model", "templates", "retrieval_fold_size"}
+    length, pseudo = clclip_ablation_job(cfg, "length"), clclip_ablation_job(cfg, "num_pseudo")
+    assert set(length["clclip"]["ablations"]) == {"beta", "length", "caption_replay"}
+    assert set(pseudo["clclip"]["ablations"]) == {"beta", "num_pseudo"}

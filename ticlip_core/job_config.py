@@ -1,0 +1,97 @@
+"""What each job reads of the config: the exact subset a rule hands its job as the ``cfg`` param.
+
+Snakemake reruns a job when one of its params changes (rerun trigger ``params``). A job that
+reads its settings only from ``params.cfg`` is therefore rerun by exactly the config edits that
+can change its outputs, and by no other. Jobs see nothing else of the config, so a key a job
+reads without it being listed here fails with a ``KeyError`` instead of silently escaping
+provenance. This module imports no torch: the Snakefile calls it while it builds the DAG.
+"""
+from __future__ import annotations
+
+import copy
+
+from .runs import Run
+
+
+def subset(config: dict, paths: list[str]) -> dict:
+    """The nested sub-dict of ``config`` holding only the dotted ``paths`` (e.g. ``"tic.steps"``).
+
+    A path whose key is absent from ``config`` is left out (jobs read optional blocks with
+    ``.get``); values are deep copies, so a job may modify its config freely.
+    """
+    out: dict = {}
+    for path in paths:
+        keys = path.split(".")
+        node = config
+        for key in keys:
+            if not isinstance(node, dict) or key not in node:
+                break
+            node = node[key]
+        else:
+            target = out
+            for key in keys[:-1]:
+                target = target.setdefault(key, {})
+            target[keys[-1]] = copy.deepcopy(node)
+    return out
+
+
+def train_job(config: dict, run: Run, step_index: int) -> dict:
+    """What one TiC training job reads: seed, model, steps, the train block with the run's
+    overrides applied, the method's options, and what the method's hooks read at this step
+    (``Method.config_paths``, e.g. Patching's evaluation settings for its alpha search)."""
+    from .methods import get_method
+
+    method = get_method(run.method, **config.get("methods", {}).get(run.method, {}))
+    cfg = subset(config, ["seed", "model", "train", "tic.steps", f"methods.{run.method}",
+                          *method.config_paths(step_index)])
+    cfg["train"].update(run.train)
+    return cfg
+
+
+def evaluate_job(config: dict, dynamic_tasks: list[str]) -> dict:
+    """What a TiC evaluation job reads: the eval block, the model (its preprocessing), the data
+    source, and the key-to-class tables when the dynamic classification task runs on real data."""
+    paths = ["eval", "model", "data.source"]
+    if config["data"]["source"] != "synthetic" and "classification" in dynamic_tasks:
+        paths.append("data.classification")
+    return subset(config, paths)
+
+
+def clclip_base_job(config: dict) -> dict:
+    """What the CL-CLIP original model's training job reads: TiC's training loop, one step from
+    scratch, with ``clclip.base`` over ``train`` (so an edit of ``train.lr``, which the base's own
+    ``lr`` replaces, does not retrain it)."""
+    from .clclip.base_model import base_config
+
+    return subset(base_config(config), ["seed", "model", "train", "tic.steps", "methods.sequential"])
+
+
+def clclip_method_job(config: dict, method: str) -> dict:
+    """What a CL-CLIP method job reads (``method == "original"``: the unchanged model's evaluation):
+    seed, model, prompts and retrieval folds; for a trained method also its training settings,
+    variants, options and the grid of the hyperparameter it tunes."""
+    paths = ["seed", "clclip.model", "clclip.templates", "clclip.retrieval_fold_size"]
+    if method != "original":
+        paths += ["clclip.train", "clclip.variants", f"clclip.method_options.{method}"]
+        tuned = _tuned_hyperparameter(config, method)
+        if tuned:
+            paths.append(f"clclip.grids.{tuned}")
+    return subset(config, paths)
+
+
+def clclip_ablation_job(config: dict, ablation: str) -> dict:
+    """What a VR-LwF ablation job reads: as a VR-LwF method job (one variant), the values of
+    this ablation, and the beta grid only when ``clclip.ablations.beta`` is null (tuned)."""
+    acfg = config["clclip"]["ablations"]
+    values = {"length": ["length", "caption_replay"], "num_pseudo": ["num_pseudo"]}[ablation]
+    paths = ["seed", "clclip.model", "clclip.templates", "clclip.retrieval_fold_size", "clclip.train",
+             "clclip.method_options.vr_lwf", "clclip.ablations.beta", *(f"clclip.ablations.{v}" for v in values)]
+    if acfg["beta"] is None:
+        paths.append("clclip.grids.beta")
+    return subset(config, paths)
+
+
+def _tuned_hyperparameter(config: dict, method: str) -> str | None:
+    from .clclip.methods import get_method
+
+    return get_method(method, **config["clclip"]["method_options"].get(method, {})).hyperparameter
