@@ -2,21 +2,45 @@
 from __future__ import annotations
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 #: a backward pass costs about twice the forward pass (Kaplan et al. 2020), so a training
 #: sample costs three forwards
 TRAIN_FORWARD_MULTIPLIER = 3
 
 
-def forward_macs_per_sample(model: torch.nn.Module, image_size: int, context_length: int) -> int:
-    """MACs of one image plus one caption through ``model``'s forward pass (FLOPs / 2)."""
-    image = torch.zeros(1, 3, image_size, image_size)
-    text = torch.zeros(1, context_length, dtype=torch.long)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(image, text)
-    model.train(was_training)
-    return counter.get_total_flops() // 2
+def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
 
+
+#: attention kernels PyTorch's flop counter has no formula for; counted like their CUDA
+#: counterparts (two batched matmuls), so a CPU count equals a GPU count
+_EXTRA_FORMULAS = {op: _cpu_sdpa_flops for op in (
+    getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None),) if op is not None}
+
+
+def forward_macs_per_sample(model: torch.nn.Module, image_size: int, context_length: int) -> int:
+    """MACs of one image plus one caption through ``model``'s forward pass (FLOPs / 2).
+
+    The dummy inputs are built on the device of the model's parameters, the image in their
+    floating-point dtype (a model moved to a GPU, or cast to bf16, is counted where it lives).
+    The count is that of a training forward pass, the same on every device: the inference-only
+    fused attention of ``nn.MultiheadAttention`` (whose projections and attention the flop
+    counter cannot see) is switched off while counting, and the CPU attention kernel is
+    counted like the GPU ones.
+    """
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None else torch.get_default_dtype()
+    image = torch.zeros(1, 3, image_size, image_size, device=device, dtype=dtype)
+    text = torch.zeros(1, context_length, dtype=torch.long, device=device)
+    was_training, fastpath = model.training, torch.backends.mha.get_fastpath_enabled()
+    model.eval()  # no dropout, and no batch-norm statistics updated by the dummy input
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS) as counter:
+            model(image, text)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+        model.train(was_training)
+    return counter.get_total_flops() // 2
