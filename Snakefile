@@ -10,6 +10,14 @@ configfile: "config.yaml"
 
 validate(config, "ticlip_core/schemas/config.schema.yaml")
 
+# A run (onstart: not a dry-run, nor a job on a cluster node) holds results/ for its lifetime, so a
+# second run on the same folder from another working directory is refused (ticlip_core/results_lock.py).
+onstart:
+    if workflow.is_main_process:
+        from ticlip_core.results_lock import hold_results_lock
+
+        hold_results_lock(config["results"])
+
 
 report: "report/workflow.rst"
 

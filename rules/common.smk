@@ -6,6 +6,7 @@ from pathlib import Path
 from ticlip_core.data.bucketing import parse_steps
 from ticlip_core.data.source import metadata_spec
 from ticlip_core.clclip.methods import available_methods as clclip_methods
+from ticlip_core.config_checks import check_config
 from ticlip_core.job_config import subset, clclip_ablation_job, clclip_base_job, clclip_method_job, evaluate_job, train_job
 from ticlip_core.methods import available_methods, get_method
 from ticlip_core.resources import job_resources
@@ -31,10 +32,7 @@ if _unknown:
 RUNS = tic_runs(config)  # every configured method, plus the LR ablation's variants
 ABLATION = [r.name for r in ablation_runs(config)]
 
-_pretrained = config["model"]["pretrained"]
-if _pretrained and (len(Path(_pretrained).parts) > 1 or Path(_pretrained).suffix in (".pt", ".bin", ".safetensors")):
-    if not Path(_pretrained).is_file():
-        raise ValueError(f"model.pretrained: local checkpoint '{_pretrained}' does not exist")
+check_config(config)  # cross-key checks: split fractions, model names and tags, CL-CLIP method options
 
 # What jobs ask a cluster for (config resources.{train,evaluate,data}); the local executor schedules by cores alone.
 RESOURCES = {kind: job_resources(block) for kind, block in config["resources"].items()}

@@ -1,0 +1,75 @@
+"""Config checks the JSON schema cannot express, run while Snakemake builds the DAG.
+
+Each failure raises ``ValueError`` naming the key and the reason, so a bad config fails before
+any job runs instead of hours later. Nothing here imports torch or open_clip unless the config
+names an open_clip pretrained tag (only open_clip's registry can say whether it exists).
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+
+
+def check_config(config: dict) -> None:
+    """Every cross-key and registry check of ``config`` (already schema-validated, defaults filled)."""
+    check_split(config["data"]["split"], "data.split")
+    check_model(config["model"], "model")
+    if config["clclip"]["enabled"]:
+        check_model(config["clclip"]["model"], "clclip.model")
+        check_clclip_method_options(config["clclip"]["method_options"])
+
+
+def check_split(split: dict, key: str) -> None:
+    """Validation and test fractions must leave samples to train on: ``val + test < 1``."""
+    total = split["val_fraction"] + split["test_fraction"]
+    if total >= 1:
+        raise ValueError(f"{key}: val_fraction + test_fraction = {total:g} leaves no training samples; "
+                         "their sum must be below 1")
+
+
+def known_model_names() -> set[str]:
+    """Names of every open_clip model config (the package's and this project's), read from their
+    JSON files without importing open_clip."""
+    spec = importlib.util.find_spec("open_clip")
+    dirs = [MODEL_CONFIG_DIR]
+    if spec is not None and spec.submodule_search_locations:
+        dirs.append(Path(list(spec.submodule_search_locations)[0]) / "model_configs")
+    return {p.stem for d in dirs for p in d.glob("*.json")}
+
+
+def check_model(model: dict, key: str) -> None:
+    """``name`` must be an open_clip model (or ``hf-hub:`` id); ``pretrained`` a local file or a tag
+    open_clip knows for that model."""
+    name, pretrained = model["name"], model["pretrained"]
+    if not name.startswith("hf-hub:") and name not in known_model_names():
+        close = sorted(n for n in known_model_names() if n.lower().startswith(name.lower()[:6]))[:8]
+        raise ValueError(f"{key}.name: unknown open_clip model '{name}'"
+                         + (f" (similar: {', '.join(close)})" if close else ""))
+    if pretrained is None or name.startswith("hf-hub:"):
+        return
+    if "/" in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors")):
+        if not Path(pretrained).is_file():
+            raise ValueError(f"{key}.pretrained: local checkpoint '{pretrained}' does not exist")
+        return
+    import open_clip  # only here: a tag is checked against open_clip's own registry
+
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if pretrained not in tags:
+        raise ValueError(f"{key}.pretrained: '{pretrained}' is not an open_clip pretrained tag of {name} "
+                         f"(known: {', '.join(tags) or 'none'}) nor a local checkpoint path")
+
+
+def check_clclip_method_options(options: dict) -> None:
+    """Each ``clclip.method_options`` entry must name a registered method and only its options."""
+    from .clclip.methods import available_methods, get_method
+
+    for method, opts in options.items():
+        if method not in available_methods():
+            raise ValueError(f"clclip.method_options.{method}: unknown CL-CLIP method '{method}'; "
+                             f"registered: {', '.join(available_methods())}")
+        try:
+            get_method(method, **(opts or {}))
+        except TypeError as err:
+            raise ValueError(f"clclip.method_options.{method}: {err}") from None
