@@ -12,6 +12,7 @@ from ticlip_core.data.loader import PixelSpec, train_batches
 from ticlip_core.interpolation import interpolate_state_dicts
 from ticlip_core.losses import similarity_distillation_loss
 from ticlip_core.methods import get_method
+from ticlip_core.methods.patching import Patching
 from ticlip_core.models import create_model
 from ticlip_core.train import StepContext, train_step
 
@@ -71,9 +72,9 @@ def test_interpolation_ends_are_exact(micro_model):
         interpolate_state_dicts(a, {k: v for k, v in b.items() if k != "logit_scale"}, 0.5)
 
 
-def _patching_step(tiny_world, tmp_path, grid, tag):
+def _patching_step(tiny_world, tmp_path, grid, tag, **options):
     cfg = micro_config(budget_samples=48, batch_size=16)
-    cfg["methods"]["patching"]["alpha_grid"] = grid
+    cfg["methods"]["patching"].update(alpha_grid=grid, **options)
     steps_dir = tiny_world / "steps"
     shards = {s: step_shards(steps_dir, s, "train") for s in STEPS}
     val = {s: step_shards(steps_dir, s, "val") for s in STEPS}
@@ -98,19 +99,114 @@ def test_patching_alpha_zero_keeps_the_previous_patched_model(tiny_world, tmp_pa
     assert not all(torch.equal(before[k], tuned[k]) for k in before)  # alpha = 1: the fine-tuned weights
 
 
-def test_patching_alpha_search_reads_validation_data_only(tiny_world, tmp_path, monkeypatch):
-    read = []
+def _spy_on_validation(monkeypatch):
+    """Every shard the alpha search encodes, and the number of samples of each encoding."""
+    read, samples = [], []
     real = ticlip_core.evaluate.encode_eval_set
     def spy(model, tokenizer, shards, *args, **kwargs):
         read.extend(shards)
-        return real(model, tokenizer, shards, *args, **kwargs)
+        enc = real(model, tokenizer, shards, *args, **kwargs)
+        samples.append(len(enc.meta))
+        return enc
     monkeypatch.setattr(ticlip_core.evaluate, "encode_eval_set", spy)
+    return read, samples
+
+
+def test_patching_alpha_search_reads_validation_data_only(tiny_world, tmp_path, monkeypatch):
+    read, samples = _spy_on_validation(monkeypatch)
     grid = [0.0, 0.5, 1.0]
     _, _, compute = _patching_step(tiny_world, tmp_path, grid, "search")
     info = compute["method_info"]
-    assert info["selection_steps"] == ["2014"]  # the previous steps only
+    # the default: every step seen so far, the new one included
+    assert info["selection_steps"] == ["2014", "2015"] and info["alpha_selection"] == "seen"
     assert set(info["alpha_scores"]) == {"0.0", "0.5", "1.0"} and info["alpha"] in grid
-    assert info["alpha_scores"][str(info["alpha"])] == max(info["alpha_scores"].values())
-    expected = step_shards(tiny_world / "steps", "2014", "val")
+    best = max(info["alpha_scores"].values())
+    assert info["alpha"] == max(a for a in grid if info["alpha_scores"][str(a)] == best)  # ties: the larger
+    expected = [sh for s in ("2014", "2015") for sh in step_shards(tiny_world / "steps", s, "val")]
     assert read and set(read) == set(expected)  # never a test (or training) shard
-    assert compute["extra_macs"] > 0  # the search's forward passes are counted
+    assert len(samples) == len(grid) * 2  # one encoding per alpha and step
+    # the search's forward passes are counted, every one of them
+    assert compute["extra_macs"] == compute["macs_per_sample"] // 3 * sum(samples) > 0
+
+
+def test_patching_previous_selection_reads_the_previous_steps_only(tiny_world, tmp_path, monkeypatch):
+    read, samples = _spy_on_validation(monkeypatch)
+    _, _, compute = _patching_step(tiny_world, tmp_path, [0.0, 1.0], "previous", alpha_selection="previous")
+    info = compute["method_info"]
+    assert info["selection_steps"] == ["2014"] and info["alpha_selection"] == "previous"
+    assert set(read) == set(step_shards(tiny_world / "steps", "2014", "val"))
+    assert compute["extra_macs"] == compute["macs_per_sample"] // 3 * sum(samples) > 0
+
+
+# The selection logic on its own: a one-weight model whose weight *is* alpha (0 before the
+# step, 1 after fine-tuning), and a validation score per step that is a known function of it.
+
+class _StubPatching(Patching):
+    def __init__(self, per_step, **options):
+        super().__init__(**options)
+        self.per_step, self.calls = per_step, []
+
+    def validation_score(self, ctx, val_shards):
+        alpha = ctx.model.weight.item()
+        self.calls.append((alpha, list(val_shards)))
+        return sum(self.per_step[s](alpha) for s in val_shards) / len(val_shards)
+
+
+def _select(per_step, t=1, **options):
+    method = _StubPatching(per_step, **options)
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)  # the fine-tuned weights
+    ctx = StepContext(method, t, STEPS, model, None, {}, torch.device("cpu"),
+                      init_state={"weight": torch.zeros(1, 1)},  # the patched model of t-1
+                      val_shards={s: [f"{s}-val.tar"] for s in STEPS})
+    method.after_step(ctx)
+    return ctx, method
+
+
+# the old model is best on the old step, the fine-tuned one on the new step; their mean peaks between
+OLD_PREFERS_0_NEW_PREFERS_1 = {"2014": lambda a: 1 - a * a, "2015": lambda a: a, "2016": lambda a: a}
+
+
+def test_patching_selects_alpha_on_every_step_seen_so_far():
+    ctx, method = _select(OLD_PREFERS_0_NEW_PREFERS_1)
+    # mean of (1 - a^2) and a over the grid 0, .25, .5, .75, 1: .5, .59375, .625, .59375, .5
+    assert ctx.info["alpha"] == 0.5  # the previous steps alone would choose 0 and discard the new training
+    assert ctx.info["selection_steps"] == ["2014", "2015"]
+    assert ctx.info["alpha_scores"] == {"0.0": 0.5, "0.25": 0.59375, "0.5": 0.625, "0.75": 0.59375, "1.0": 0.5}
+    assert ctx.model.weight.item() == 0.5  # the model is left at the chosen mix
+    assert all(steps == ["2014", "2015"] for _, steps in method.calls) and len(method.calls) == 5
+    ctx, _ = _select(OLD_PREFERS_0_NEW_PREFERS_1, t=2)
+    assert ctx.info["selection_steps"] == STEPS  # steps[: t + 1]
+
+
+def test_patching_previous_selection_keeps_the_old_reading():
+    ctx, method = _select(OLD_PREFERS_0_NEW_PREFERS_1, alpha_selection="previous")
+    assert ctx.info["alpha"] == 0.0 and ctx.model.weight.item() == 0.0
+    assert ctx.info["selection_steps"] == ["2014"] and ctx.info["alpha_selection"] == "previous"
+    assert all(steps == ["2014"] for _, steps in method.calls)
+    ctx, _ = _select(OLD_PREFERS_0_NEW_PREFERS_1, t=2, alpha_selection="previous")
+    assert ctx.info["selection_steps"] == ["2014", "2015"]  # steps[: t]
+
+
+def test_patching_ties_go_to_the_larger_alpha():
+    flat = {s: (lambda a: 0.25) for s in STEPS}
+    for selection in ("seen", "previous"):
+        ctx, _ = _select(flat, alpha_selection=selection)
+        assert ctx.info["alpha"] == 1.0 and ctx.model.weight.item() == 1.0
+    # the order of the grid does not matter, and a strictly better alpha still wins
+    peak = {s: (lambda a: 1.0 if a in (0.25, 0.5) else 0.0) for s in STEPS}
+    ctx, method = _select(peak, alpha_grid=[0.5, 1.0, 0.25, 0.0, 0.5])
+    assert ctx.info["alpha"] == 0.5
+    assert sorted(a for a, _ in method.calls) == [0.0, 0.25, 0.5, 1.0]  # a repeated alpha is scored once
+
+
+def test_patching_options_are_checked():
+    with pytest.raises(ValueError, match="alpha_selection"):
+        _select(OLD_PREFERS_0_NEW_PREFERS_1, alpha_selection="all")
+    method = get_method("patching")
+    model = torch.nn.Linear(1, 1, bias=False)
+    ctx = StepContext(method, 1, STEPS, model, None, {}, torch.device("cpu"), init_state=model.state_dict(),
+                      val_shards={"2014": ["2014-val.tar"]})  # no validation shards of the new step
+    with pytest.raises(ValueError, match=r"no validation shards for step\(s\) \['2015'\]"):
+        method.after_step(ctx)
