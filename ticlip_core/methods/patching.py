@@ -25,6 +25,10 @@ class Patching(Method):
     name = "patching"
     warm_start = True
 
+    def config_paths(self, t: int) -> tuple[str, ...]:
+        """The alpha search (steps after the first) scores validation recall with these settings."""
+        return ("eval.batch_size", "eval.retrieval_pool_size") if t > 0 else ()
+
     @property
     def alpha_grid(self) -> list[float]:
         grid = [float(a) for a in self.options.get("alpha_grid", [0.0, 0.25, 0.5, 0.75, 1.0])]
