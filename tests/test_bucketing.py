@@ -122,3 +122,84 @@ def test_a_naive_timestamp_after_an_offset_one_is_still_utc():
     m = pd.DataFrame({"key": ["a", "b"], "timestamp": ["2017-12-31T20:00:00-07:30", "2017-12-31T20:00:00"]})
     a = assign_steps(m, STEPS, 0.0, 0.0)
     assert list(a["step"]) == ["2018", "2017"]
+
+
+# --------------------------------------------------------------------------------------------
+# Per-step shards: an index per split, checked by step_shards; empty train/test splits refused
+# --------------------------------------------------------------------------------------------
+
+def test_every_split_gets_an_index_of_its_shards(tiny_world):
+    import hashlib
+    import json
+    import tarfile
+
+    from ticlip_core.data.layout import INDEX_NAME, split_index_digest, step_shards
+
+    for step in ("2014", "2015", "2016"):
+        for split in ("train", "val", "test"):
+            folder = tiny_world / "steps" / step / split
+            index = json.loads((folder / INDEX_NAME).read_text())
+            assert (index["step"], index["split"], index["format"]) == (step, split, 1)
+            tars = sorted(folder.glob("*.tar"))
+            assert sorted(index["shards"]) == [p.name for p in tars] != []
+            for tar in tars:
+                entry = index["shards"][tar.name]
+                with tarfile.open(tar) as tf:
+                    keys = {m.name.split(".", 1)[0] for m in tf.getmembers()}
+                assert entry == {"samples": len(keys), "bytes": tar.stat().st_size,
+                                 "sha256": hashlib.sha256(tar.read_bytes()).hexdigest()}
+            assert index["samples"] == sum(e["samples"] for e in index["shards"].values())
+            assert index["bytes"] == sum(e["bytes"] for e in index["shards"].values())
+            assert step_shards(tiny_world / "steps", step, split) == [str(p) for p in tars]
+            assert split_index_digest(tiny_world / "steps", step, split) == \
+                hashlib.sha256((folder / INDEX_NAME).read_bytes()).hexdigest()
+    # 360 samples minus none excluded: every sample is in exactly one split's index
+    total = sum(json.loads((tiny_world / "steps" / st / sp / INDEX_NAME).read_text())["samples"]
+                for st in ("2014", "2015", "2016") for sp in ("train", "val", "test"))
+    assert total == 360
+
+
+def test_a_split_folder_without_an_index_fails_saying_how_to_regenerate(tiny_world, tmp_path):
+    import shutil
+
+    from ticlip_core.data.layout import ShardIntegrityError, split_index_digest, step_shards
+
+    shutil.copytree(tiny_world / "steps" / "2014" / "val", tmp_path / "2014" / "val")
+    (tmp_path / "2014" / "val" / "index.json").unlink()  # as bucketing wrote it before indexes
+    with pytest.raises(ShardIntegrityError, match=r"2014/val has no shard index.*rerun the bucket rule"):
+        step_shards(tmp_path, "2014", "val")
+    with pytest.raises(ShardIntegrityError, match="no shard index"):
+        split_index_digest(tmp_path, "2014", "val")
+    with pytest.raises(ShardIntegrityError, match=r"2015/train does not exist.*rerun the bucket rule"):
+        step_shards(tmp_path, "2015", "train")
+
+
+def test_an_empty_validation_split_is_indexed_and_reads_as_no_shards(tmp_path):
+    from ticlip_core.data.layout import step_shards
+    from ticlip_core.data.synthetic import synthesize_world
+    from ticlip_core.data.shards import read_shard_metadata
+    from ticlip_core.data.bucketing import write_step_shards
+
+    synthesize_world(tmp_path / "shards", seed=0, years=(2014, 2014), samples_per_year=40, samples_per_shard=40,
+                     workers=1)
+    steps = parse_steps(["2014"])
+    assigned = assign_steps(read_shard_metadata(tmp_path / "shards"), steps, 0.0, 0.3)  # val_fraction 0
+    out = write_step_shards(assigned, tmp_path / "shards", tmp_path / "steps", 16)
+    assert out["2014"]["val"] == [] and step_shards(tmp_path / "steps", "2014", "val") == []
+    assert step_shards(tmp_path / "steps", "2014", "train") == out["2014"]["train"] != []
+
+
+@pytest.mark.parametrize("val, test, empty", [(0.0, 0.0, "test"), (0.5, 0.5, "train")])
+def test_a_step_with_an_empty_train_or_test_split_is_refused_before_writing(tmp_path, val, test, empty):
+    from ticlip_core.data.bucketing import write_step_shards
+
+    m = pd.DataFrame({"key": [f"k{i}" for i in range(30)],
+                      "timestamp": ["2015-01-01T00:00:00Z"] * 10 + ["2017-01-01T00:00:00Z"] * 20})
+    steps = parse_steps(["2014-2016", "2017"])
+    assigned = assign_steps(m, steps, val, test)
+    counts = assigned[assigned["step"] == "2017"]["split"].value_counts()
+    message = (rf"step '2017': the {empty} split is empty \(train {counts.get('train', 0)}, "
+               rf"val {counts.get('val', 0)}, test {counts.get('test', 0)} of the step's 20 rows")
+    with pytest.raises(ValueError, match=message):
+        write_step_shards(assigned, tmp_path / "no-shards-needed", tmp_path / "steps", 10)
+    assert not (tmp_path / "steps").exists()  # refused before anything was written

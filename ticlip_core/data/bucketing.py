@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .layout import step_shards  # noqa: F401 (re-exported: the steps' layout)
+from .layout import split_index_digest, step_shards  # noqa: F401 (re-exported: the steps' layout)
 from .timestamps import parse_timestamps
 
 SPLITS = ("train", "val", "test")
@@ -151,20 +151,49 @@ def summarise(assigned: pd.DataFrame, steps: list[Step]) -> dict:
     return summary
 
 
+def check_split_counts(assigned: pd.DataFrame) -> None:
+    """Refuse a step whose train or test split would be empty, naming it and its counts.
+
+    A step without training data has nothing to train on, and one without test data fails
+    only in evaluation, after all training; bucketing is the first job that knows. An empty
+    validation split is allowed (``data.split.val_fraction: 0``).
+    """
+    in_step = assigned[assigned["step"].notna()]
+    problems = []
+    for step, rows in in_step.groupby("step", sort=False):
+        counts = {sp: int((rows["split"] == sp).sum()) for sp in SPLITS}
+        excluded = int(rows["excluded"].notna().sum()) if "excluded" in rows else 0
+        for split, fix in (("train", "lower data.split.val_fraction / test_fraction"),
+                           ("test", "raise data.split.test_fraction")):
+            if counts[split] == 0:
+                problems.append(f"step '{step}': the {split} split is empty (train {counts['train']}, "
+                                f"val {counts['val']}, test {counts['test']} of the step's {len(rows)} rows; "
+                                f"{excluded} excluded); {fix}, or give the step more data (tic.steps)")
+    if problems:
+        raise ValueError("bucketing: " + "\n".join(problems))
+
+
 def write_step_shards(assigned: pd.DataFrame, shard_dir: str | Path, out_dir: str | Path,
                       samples_per_shard: int) -> dict:
     """Copy every sample of ``shard_dir`` into ``out_dir/<step>/<split>/NNNNN.tar`` unchanged.
 
     Samples keep their bytes and key; rows excluded from all steps are not copied (they stay
-    in the manifest). Returns ``{step: {split: [shard paths]}}``.
+    in the manifest). Each split folder of every step gets an ``index.json`` (see
+    ``layout``: each shard's sample count, size and sha256), also an empty validation split,
+    so that readers can check the shards. Refuses, before writing anything, a step whose
+    train or test split would be empty (``check_split_counts``). Returns
+    ``{step: {split: [shard paths]}}``.
     """
     import webdataset as wds
 
+    from .layout import write_split_index
     from .shards import TAR_MTIME
 
+    check_split_counts(assigned)
     out_dir = Path(out_dir)
     where = {k: (st, sp) for k, st, sp in zip(assigned["key"], assigned["step"], assigned["split"])}
     writers: dict[tuple[str, str], wds.ShardWriter] = {}
+    counts: dict[tuple[str, str], dict[str, int]] = {}  # samples per shard file name
     seen = set()
     for tar in sorted(Path(shard_dir).glob("*.tar")):
         for sample in wds.WebDataset(str(tar), shardshuffle=False, empty_check=False):
@@ -182,13 +211,19 @@ def write_step_shards(assigned: pd.DataFrame, shard_dir: str | Path, out_dir: st
                 # and the same bytes on every run
                 writers[(step, split)] = wds.ShardWriter(str(d / "%05d.tar"), maxcount=samples_per_shard,
                                                          verbose=0, mtime=TAR_MTIME)
-            writers[(step, split)].write({k: v for k, v in sample.items() if not k.startswith("__") or k == "__key__"})
+                counts[(step, split)] = {}
+            writer = writers[(step, split)]
+            writer.write({k: v for k, v in sample.items() if not k.startswith("__") or k == "__key__"})
+            name = Path(writer.fname).name
+            counts[(step, split)][name] = counts[(step, split)].get(name, 0) + 1
     for w in writers.values():
         w.close()
     missing = [k for k, (_, sp) in where.items() if sp is not None and k not in seen]
     if missing:
         raise ValueError(f"{len(missing)} manifest rows have no image in the shards (first: '{missing[0]}')")
+    steps = assigned.loc[assigned["split"].notna(), "step"].unique()
+    for st in steps:
+        for sp in SPLITS:
+            write_split_index(out_dir / st / sp, st, sp, counts.get((st, sp), {}))
     return {st: {sp: sorted(str(p) for p in (out_dir / st / sp).glob("*.tar")) for sp in SPLITS}
-            for st in assigned.loc[assigned["split"].notna(), "step"].unique()}
-
-
+            for st in steps}

@@ -1,8 +1,10 @@
 """Streaming webdataset pipelines for training and evaluation.
 
-Images are decoded one sample at a time, so a corrupt JPEG is skipped and counted instead
-of failing the job (DESIGN.md, Principles); each batch carries the number skipped while it
-was assembled, so the count survives data-loader workers.
+Samples are decoded one at a time, so a bad sample is skipped and counted instead of
+failing the job (DESIGN.md, Principles): a corrupt image, a caption that is not UTF-8, a
+sample JSON that does not parse to an object, or a sample without its image or caption
+(``SKIP_REASONS``). Each batch carries the number skipped while it was assembled, in total
+and by reason, so the counts survive data-loader workers.
 
 Pixels are normalised per batch, not per sample: at 32x32 torchvision's per-sample
 ``ToTensor``/``Normalize`` cost five times the JPEG decode and halved training throughput
@@ -15,7 +17,7 @@ import io
 import json
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -65,32 +67,61 @@ class PixelSpec:
         return x.sub_(mean).div_(std)
 
 
+#: Why a sample is skipped: its image does not decode, its caption is not UTF-8, its JSON does
+#: not parse to an object, or it lacks its image (.jpg) or caption (.txt). (The JSON is optional.)
+SKIP_REASONS = ("corrupt_image", "bad_caption", "bad_json", "missing_member")
+
+
 @dataclass
 class Batch:
+    """Decoded good samples of one batch, and how many bad ones were dropped assembling it."""
+
     images: torch.Tensor
     texts: torch.Tensor
     captions: list[str]
     keys: list[str]
     meta: list[dict]
-    skipped: int  # corrupt samples dropped while this batch was assembled
+    skipped: int  # bad samples dropped while this batch was assembled (all reasons)
+    #: the same, by reason (keys from SKIP_REASONS; reasons with no sample left out)
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
 
 
 def _decode(pixels: PixelSpec):
     def decode(sample: dict) -> dict:
         key = sample["__key__"]
+
+        def bad(reason: str, detail: str) -> dict:
+            return {"__key__": key, "corrupt": reason, "detail": detail}
+
+        missing = [ext for ext in ("jpg", "txt") if ext not in sample]
+        if missing:
+            return bad("missing_member", f"no .{' or .'.join(missing)} member")
+        try:
+            caption = sample["txt"].decode("utf-8")
+        except UnicodeDecodeError as err:
+            return bad("bad_caption", repr(err))
+        try:
+            meta = json.loads(sample["json"]) if "json" in sample else {}
+        except ValueError as err:  # JSONDecodeError and UnicodeDecodeError both are
+            return bad("bad_json", repr(err))
+        if not isinstance(meta, dict):
+            return bad("bad_json", f"a JSON {type(meta).__name__}, not an object")
         try:
             with Image.open(io.BytesIO(sample["jpg"])) as img:
                 array = pixels.to_array(img)
         except Exception as err:  # PIL raises several types for truncated or corrupt files
-            return {"__key__": key, "corrupt": repr(err)}
-        return {"__key__": key, "pixels": array, "caption": sample["txt"].decode("utf-8"),
-                "meta": json.loads(sample["json"]) if "json" in sample else {}}
+            return bad("corrupt_image", repr(err))
+        return {"__key__": key, "pixels": array, "caption": caption, "meta": meta}
     return decode
 
 
 def _collate(samples: list[dict], pixels: PixelSpec, tokenizer: Callable | None) -> Batch:
     good = [s for s in samples if "corrupt" not in s]
     captions = [s["caption"] for s in good]
+    by_reason: dict[str, int] = {}
+    for s in samples:
+        if "corrupt" in s:
+            by_reason[s["corrupt"]] = by_reason.get(s["corrupt"], 0) + 1
     return Batch(
         images=pixels.to_tensor([s["pixels"] for s in good]) if good else torch.empty(0),
         texts=tokenizer(captions) if (tokenizer is not None and good) else torch.empty(0, dtype=torch.long),
@@ -98,6 +129,7 @@ def _collate(samples: list[dict], pixels: PixelSpec, tokenizer: Callable | None)
         keys=[s["__key__"] for s in good],
         meta=[s["meta"] for s in good],
         skipped=len(samples) - len(good),
+        skipped_by_reason=by_reason,
     )
 
 
@@ -187,7 +219,7 @@ class _BatchStreams(torch.utils.data.IterableDataset):
                     return
 
     def _samples(self, part: int, parts: int) -> Iterator[dict]:
-        """Decoded samples (corrupt ones marked) of this part, pass after pass, without end."""
+        """Decoded samples (bad ones marked) of this part, pass after pass, without end."""
         def keep(sample: dict) -> bool:
             if self.keep_keys is None or (self.restricted_shards is not None
                                           and sample["__url__"] not in self.restricted_shards):
@@ -228,7 +260,7 @@ def _every_nth(rank: int, world_size: int):
 
 def eval_batches(shards: list[str], *, batch_size: int, pixels: PixelSpec,
                  tokenizer: Callable | None = None) -> Iterator[Batch]:
-    """Yield the samples of ``shards`` in stored order, in batches (corrupt ones skipped, counted)."""
+    """Yield the samples of ``shards`` in stored order, in batches (bad ones skipped, counted)."""
     stream = wds.DataPipeline(
         wds.SimpleShardList(list(shards)),
         wds.tarfile_to_samples(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import gzip
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -41,9 +42,20 @@ def read_metadata(paths: str | Path | list) -> pd.DataFrame:
     ``str`` dtype (``STR_DTYPE``, NaN for missing). CSV/TSV cells are all read as text, only
     empty cells becoming missing, so ids keep leading zeros and a caption "NA" stays a caption.
     No column is added.
+
+    An empty file (no bytes, or a CSV/TSV without even a header) fails naming it. Files that
+    hold a header but no rows fail too when every file given is like that; when others hold
+    rows they are left out, named in a warning on stderr.
     """
     files = _expand_paths(paths)
     frames = [read_table(f) for f in files]
+    empty = [str(f) for f, frame in zip(files, frames) if len(frame) == 0]
+    if len(empty) == len(files):
+        raise ValueError(f"metadata: {', '.join(empty)} hold{'s' if len(empty) == 1 else ''} no rows; "
+                         "check the data.metadata paths (a failed or partial download?)")
+    if empty:
+        print(f"warning: metadata files with no rows (skipped): {', '.join(empty)}", file=sys.stderr)
+        frames = [frame for frame in frames if len(frame)]
     if len(frames) == 1:
         return frames[0]
     return pd.concat(frames, ignore_index=True)
@@ -83,14 +95,25 @@ def _format_of(path: Path) -> str:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """One metadata or mapping file as a DataFrame (see read_metadata for the formats)."""
+    """One metadata or mapping file as a DataFrame (see read_metadata for the formats).
+
+    An empty file (no bytes, or a CSV/TSV with no header line) raises ValueError naming it.
+    """
     fmt = _format_of(path)
+    if Path(path).stat().st_size == 0:
+        raise ValueError(f"{path}: the file is empty (0 bytes); expected a {fmt} table. "
+                         "Download or write it again, or remove it from the metadata paths")
     if fmt == "parquet":
         mapper = {pa.string(): STR_DTYPE, pa.large_string(): STR_DTYPE}.get
         return pq.read_table(path).to_pandas(types_mapper=mapper)
     if fmt in ("csv", "tsv"):
-        return pd.read_csv(path, sep="," if fmt == "csv" else "\t", dtype=STR_DTYPE,
-                           keep_default_na=False, na_values=[""])
+        try:
+            return pd.read_csv(path, sep="," if fmt == "csv" else "\t", dtype=STR_DTYPE,
+                               keep_default_na=False, na_values=[""])
+        except pd.errors.EmptyDataError:
+            raise ValueError(f"{path}: the {fmt.upper()} file holds no header and no rows (it is empty "
+                             "once decompressed); download or write it again, or remove it from the "
+                             "metadata paths") from None
     if fmt == "jsonl":
         frame = pd.read_json(path, lines=True, dtype=False, convert_dates=False)
     else:
