@@ -23,10 +23,11 @@ from tqdm import tqdm
 
 from .buffers import draw_replay, shard_keys
 from .compute import TRAIN_FORWARD_MULTIPLIER, forward_macs_per_sample
-from .data.loader import PixelSpec, train_batches
+from .data.layout import file_sha256, shards_digest
+from .data.loader import SKIP_REASONS, PixelSpec, train_batches
 from .methods import get_method
 from .distributed import barrier, init_world, sum_over_ranks
-from .models import create_model, load_checkpoint, save_checkpoint
+from .models import atomic_torch_save, create_model, load_checkpoint, save_checkpoint
 from .speed import autocast, prepare_images, prepare_model
 
 
@@ -154,8 +155,10 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
     method.before_step(ctx)
 
     resume_path = Path(out_model).with_name("resume.pt")
-    fingerprint = _resume_fingerprint(config, run_name, method_name, step, init_checkpoint)
-    state = load_resume_state(resume_path, fingerprint)
+    inputs = _input_identity({s: shards_by_step[s] for s in plan}, val_shards_by_step or {},
+                             init_checkpoint if init_state is not None else None)
+    fingerprint = _resume_fingerprint(config, run_name, method_name, step, init_checkpoint, inputs)
+    state = load_resume_state(resume_path, fingerprint, set_aside=world.is_main)
     replayed_shards = {sh for s in replay for sh in shards_by_step[s]}
     batches = train_batches(shards, batch_size=tcfg["batch_size"] // world.world_size, pixels=pixels,
                             tokenizer=tokenizer, num_samples=budget // world.world_size, seed=seed,
@@ -164,11 +167,13 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
                             restricted_shards=replayed_shards, rank=world.rank, world_size=world.world_size,
                             split=tcfg["data_split"], workers=tcfg["workers"])
     rows, seen, skipped, start = [], 0, 0, time.perf_counter()
+    skipped_by_reason = dict.fromkeys(SKIP_REASONS, 0)
     done = 0  # iterations already trained (a resumed job skips their batches)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         rows, seen, skipped, done = state["rows"], state["seen"], state["skipped"], state["iteration"]
+        skipped_by_reason.update(state["skipped_by_reason"])
         ctx.extra_macs, ctx.info = state["extra_macs"], state["info"]
         print(f"resuming {run_name} at '{step}' from iteration {done} ({resume_path})", file=sys.stderr)
     window_start, window_seen = start, 0
@@ -200,6 +205,8 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
         # every rank's batch holds the same number of good samples (train_batches tops them up)
         seen += len(batch.keys) * world.world_size
         skipped += batch.skipped
+        for reason, n in batch.skipped_by_reason.items():
+            skipped_by_reason[reason] = skipped_by_reason.get(reason, 0) + n
         window_seen += len(batch.keys) * world.world_size
         progress.update(len(batch.keys) * world.world_size)
         if (i + 1) % tcfg["log_every"] == 0 or seen >= budget:
@@ -213,11 +220,13 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
             save_resume_state(resume_path, {
                 "fingerprint": fingerprint, "iteration": i + 1, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(), "rows": rows,
-                "seen": seen, "skipped": skipped, "extra_macs": ctx.extra_macs, "info": ctx.info})
+                "seen": seen, "skipped": skipped, "skipped_by_reason": dict(skipped_by_reason),
+                "extra_macs": ctx.extra_macs, "info": ctx.info})
     progress.close()
     method.after_step(ctx)
     seconds = time.perf_counter() - start
     skipped = sum_over_ranks(skipped, world)
+    skipped_by_reason = {r: sum_over_ranks(n, world) for r, n in sorted(skipped_by_reason.items())}
 
     macs_per_sample = TRAIN_FORWARD_MULTIPLIER * forward_macs
     compute = {"method": run_name, "base_method": method_name, "step": step, "step_index": t,
@@ -225,7 +234,7 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
                "samples_seen": seen, "budget_samples": budget, "iterations": len(rows) and rows[-1]["iteration"],
                "macs_per_sample": macs_per_sample, "macs": macs_per_sample * seen + ctx.extra_macs,
                "extra_macs": ctx.extra_macs, "budget_macs": macs_per_sample * tcfg["budget_samples"],
-               "skipped_corrupt": skipped, "seconds": round(seconds, 3),
+               "skipped_corrupt": skipped, "skipped_by_reason": skipped_by_reason, "seconds": round(seconds, 3),
                "samples_per_s": round(seen / seconds, 2), "seed": seed, "warmup_iterations": warmup,
                "max_lr": max_lr, "method_info": ctx.info}
 
@@ -239,29 +248,67 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
     return compute
 
 
-def _resume_fingerprint(config: dict, run_name: str, method_name: str, step: str, init: str | None) -> str:
-    """What a resumable state must match to be used: the run, the step, and every setting."""
+def _input_identity(train_shards: dict[str, list[str]], val_shards: dict[str, list[str]],
+                    init_checkpoint: str | None) -> dict:
+    """The identity of what a step reads: a digest of each training and validation split it is
+    given (the split's shard index, see ``data.layout.shards_digest``) and the sha256 of the
+    checkpoint it starts from (None for a fresh initialisation)."""
+    return {"train": {s: shards_digest(shards) for s, shards in sorted(train_shards.items())},
+            "val": {s: shards_digest(shards) for s, shards in sorted(val_shards.items())},
+            "init_sha256": file_sha256(init_checkpoint) if init_checkpoint else None}
+
+
+def _resume_fingerprint(config: dict, run_name: str, method_name: str, step: str, init: str | None,
+                        inputs: dict | None = None) -> str:
+    """What a resumable state must match to be used: the run, the step, every setting, and the
+    identity of its inputs (``_input_identity``: data splits and starting weights)."""
     return json.dumps({"run": run_name, "method": method_name, "step": step, "init": init, "seed": config["seed"],
                        "train": config["train"], "methods": config.get("methods", {}),
-                       "model": config["model"], "steps": config["tic"]["steps"]}, sort_keys=True, default=str)
+                       "model": config["model"], "steps": config["tic"]["steps"], "inputs": inputs},
+                      sort_keys=True, default=str)
 
 
 def save_resume_state(path: Path, state: dict) -> None:
-    """Write a resumable training state atomically (temporary name, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Write a resumable training state atomically (``models.atomic_torch_save``: temporary
+    name, then rename; on a full disk an OSError naming the path, and no ``.tmp`` left)."""
+    atomic_torch_save(state, path)
 
 
-def load_resume_state(path: Path, fingerprint: str) -> dict | None:
-    """The resumable state at ``path`` if it exists and belongs to this very run and step."""
+def load_resume_state(path: Path, fingerprint: str, set_aside: bool = True) -> dict | None:
+    """The resumable state at ``path`` if it exists and belongs to this very run and step.
+
+    A state that cannot be loaded (garbage bytes, a truncated file) or that another run saved
+    (its fingerprint differs: other settings, other data, other starting weights) is not used:
+    the step starts afresh, and with ``set_aside`` (the main process) the file is renamed to
+    ``resume.pt.unreadable`` or ``resume.pt.foreign`` (replacing an older one), with a warning
+    on stderr, so that it neither blocks every rerun nor is silently overwritten; it is kept
+    for inspection and can be deleted.
+    """
     if not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise ValueError(f"it holds a {type(state).__name__}, not a training state")
+    except Exception as err:  # torch raises several types for garbage or truncated files
+        first_line = (str(err).strip().splitlines() or [""])[0][:200]
+        _set_aside(path, "unreadable", f"it cannot be loaded ({type(err).__name__}: {first_line})", set_aside)
+        return None
     if state.get("fingerprint") != fingerprint:
-        print(f"ignoring {path}: it was saved by another configuration; starting the step afresh", file=sys.stderr)
+        _set_aside(path, "foreign", "it was saved by another configuration, from other data or from other "
+                                    "starting weights", set_aside)
         return None
     return state
+
+
+def _set_aside(path: Path, kind: str, why: str, move: bool) -> None:
+    """Rename an unusable resume state to ``<name>.<kind>`` (when ``move``) and say so on stderr."""
+    if not move:
+        print(f"warning: ignoring {path}: {why}; starting the step afresh", file=sys.stderr)
+        return
+    target = path.with_name(f"{path.name}.{kind}")
+    os.replace(path, target)
+    print(f"warning: {path}: {why}; moved it to {target} and starting the step afresh", file=sys.stderr)
 
 
 def _write_csv(rows: list[dict], path: str) -> None:
