@@ -10,6 +10,7 @@ import torch
 from ticlip_core.clclip.metrics import (a_acc, accuracy_matrix, bwt, recall_at_k, recall_folds,
                                         session_accuracies, ut_acc_mst, ut_acc_ost)
 from ticlip_core.evaluate import recall_at_k as paired_recall_at_k
+from ticlip_core.retrieval import NonFiniteFeaturesError
 
 NAN = float("nan")
 # A[i][j]: accuracy on session j's classes after training session i.
@@ -82,9 +83,11 @@ def test_recall_with_a_swapped_pair():
     images = torch.eye(4)
     texts = torch.eye(4)[[1, 0, 2, 3]]  # captions 0 and 1 describe each other's image
     r = recall_at_k(images, texts, torch.arange(4), ks=(1, 2))
-    # images 0 and 1: their own caption scores 0, the other's 1 -> rank 1 (ties at 0 do not
-    # count against it): TR@1 = 2/4, TR@2 = 1; the same for the captions (IR)
-    assert r == {"TR@1": 0.5, "TR@2": 1.0, "IR@1": 0.5, "IR@2": 1.0}
+    # images 0 and 1: the other's caption scores 1, their own 0, tied with two more captions
+    # at 0 -> found at 1 never, at 2 with probability 1/3 (random order of the 3 tied); images
+    # 2 and 3 always. The same for the captions (IR). (The old rule, counting only strictly
+    # higher candidates, gave R@2 = 1.)
+    assert r == pytest.approx({"TR@1": 0.5, "TR@2": (2 / 3 + 2) / 4, "IR@1": 0.5, "IR@2": (2 / 3 + 2) / 4})
 
 
 def test_recall_with_several_captions_per_image():
@@ -92,9 +95,42 @@ def test_recall_with_several_captions_per_image():
     texts = torch.eye(3)[[1, 0, 1, 2]]
     owner = torch.tensor([0, 0, 1, 2])
     r = recall_at_k(images, texts, owner, ks=(1, 2))
-    # TR: image 0 has a right caption (text 1) at rank 0 -> every image is found at 1
-    # IR: text 0 (owner 0) scores 1 with image 1 and 0 with image 0 -> rank 1; the rest rank 0
-    assert r == {"TR@1": 1.0, "TR@2": 1.0, "IR@1": 0.75, "IR@2": 1.0}
+    # TR: image 0's caption 1 scores 1, alone -> found at 1; image 1's caption 2 scores 1, tied
+    # with caption 0 (image 0's) -> 1/2 at 1, sure at 2; image 2 found at 1
+    # IR: text 0 (owner 0) scores 1 with image 1 and 0 with images 0 and 2 -> 0 at 1, 1/2 at 2
+    assert r == pytest.approx({"TR@1": 2.5 / 3, "TR@2": 1.0, "IR@1": 0.75, "IR@2": 3.5 / 4})
+
+
+def test_constant_features_score_chance():
+    feats = torch.nn.functional.normalize(torch.ones(6, 4), dim=-1)
+    r = recall_at_k(feats, feats, torch.arange(6), ks=(1, 2, 6))
+    assert r == pytest.approx({"TR@1": 1 / 6, "TR@2": 2 / 6, "TR@6": 1.0, "IR@1": 1 / 6, "IR@2": 2 / 6,
+                               "IR@6": 1.0}, abs=1e-12)
+    # two captions per image, 6 images in folds of 3: TR at 1 = P(a tied draw of 6 captions
+    # starts with one of the image's 2) = 1/3; IR is one image among 3: 1/3
+    owner = torch.arange(6).repeat_interleave(2)
+    r = recall_folds(feats, torch.cat([feats, feats]), owner, ks=(1, 2), fold_size=3)
+    assert r == pytest.approx({"TR@1": 2 / 6, "TR@2": 1 - (4 / 6) * (3 / 5), "IR@1": 1 / 3, "IR@2": 2 / 3},
+                              abs=1e-12)
+
+
+def test_non_finite_features_are_refused():
+    feats = torch.eye(3)
+    feats[1, 1] = float("nan")
+    with pytest.raises(NonFiniteFeaturesError, match=r"image features hold 1 non-finite value\(s\).*\[1\]"):
+        recall_at_k(feats, torch.eye(3), torch.arange(3))
+    with pytest.raises(NonFiniteFeaturesError, match="text features"):
+        recall_folds(torch.eye(3), feats, torch.arange(3), fold_size=1)
+    with pytest.raises(ValueError, match=r"credits in \[0, 1\]"):
+        ut_acc_ost([0.5, float("nan")])
+
+
+def test_accuracies_take_fractional_credits():
+    # a tie among 4 classes gives 1/4 credit (session.class_accuracy via retrieval.topk_credit)
+    credit = torch.tensor([1.0, 0.25, 0.25, 0.0])
+    row = session_accuracies(credit, [0, 0, 1, 1], [[0], [1]])
+    assert row == pytest.approx([0.625, 0.125])  # bool() would have made 0.25 a full hit
+    assert ut_acc_ost(credit) == pytest.approx(1.5 / 4)
 
 
 def test_recall_matches_the_paired_evaluator_and_is_chunk_independent():
@@ -125,8 +161,10 @@ def test_recall_folds():
     owner = torch.tensor([0, 0, 1, 2, 3])
     texts5 = torch.eye(4)[[0, 1, 1, 3, 2]]
     r = recall_folds(images, texts5, owner, ks=(1,), fold_size=2)
-    # fold {0,1}: TR 1; IR: caption 1 (owner 0, = e1) ranks image 1 first -> 2/3. fold {2,3}: 0, 0
-    assert r == pytest.approx({"TR@1": 0.5, "IR@1": (2 / 3 + 0) / 2})
+    # fold {0,1}: TR: image 0 found; image 1's caption 2 (= e1) ties with caption 1 (= e1, image
+    # 0's) -> 1/2, so 3/4 (the old tie rule gave 1); IR: caption 1 (owner 0, = e1) ranks image 1
+    # first -> 2/3. fold {2,3}: 0, 0
+    assert r == pytest.approx({"TR@1": (3 / 4 + 0) / 2, "IR@1": (2 / 3 + 0) / 2})
 
 
 def test_recall_errors():

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from ticlip_core.evaluate import recall_at_k, zero_shot_accuracy
+from ticlip_core.evaluate import NonFiniteFeaturesError, recall_at_k, zero_shot_accuracy
+from ticlip_core.retrieval import dot_scores, topk_credit
 
 
 def _pairs():
@@ -32,11 +33,45 @@ def test_recall_pools_limit_the_candidates():
     assert recall_at_k(img, txt, ks=[1], pool_size=1)["i2t_R@1"] == pytest.approx(1.0)
 
 
-def test_ties_do_not_count_as_hits_for_others():
+def test_tied_candidates_get_the_expected_credit_of_a_random_order():
     img = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
     txt = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
-    # identical candidates: nothing scores strictly higher, so each query's partner is rank 0
-    assert recall_at_k(img, txt, ks=[1], pool_size=2)["mean_R@1"] == pytest.approx(1.0)
+    # identical candidates: a random order puts the partner first half the time (the old rule,
+    # counting only strictly higher candidates, gave 1.0)
+    r = recall_at_k(img, txt, ks=[1, 2], pool_size=2)
+    assert r["mean_R@1"] == pytest.approx(0.5) and r["mean_R@2"] == 1.0
+
+
+@pytest.mark.parametrize("n, pool_size", [(12, 4), (12, 12), (10, 4)])
+def test_constant_features_score_chance(n, pool_size):
+    feats = torch.nn.functional.normalize(torch.ones(n, 8), dim=-1)
+    pool = n / max(1, round(n / pool_size))  # (10, 4): two pools of 5
+    r = recall_at_k(feats, feats.clone(), ks=[1, 2, 3], pool_size=pool_size)
+    for k in (1, 2, 3):
+        for d in ("i2t", "t2i", "mean"):
+            assert r[f"{d}_R@{k}"] == pytest.approx(k / pool, abs=1e-12), (d, k)
+
+
+def test_partly_tied_scores():
+    # image 0 scores its own text 0.5, one text 1.0 and two others 0.5: rank 1, tied with 2
+    img = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
+    txt = torch.tensor([[0.5, 0.0], [1.0, 0.0], [0.5, 0.0], [0.5, 0.0]])
+    r = recall_at_k(img, txt, ks=[1, 2, 3, 4], pool_size=4)
+    # i2t image 0: R@1 0, R@2 1/3, R@3 2/3, R@4 1; images 1-3 score every text 0: k/4 each
+    for k, own in ((1, 0), (2, 1 / 3), (3, 2 / 3), (4, 1)):
+        assert r[f"i2t_R@{k}"] == pytest.approx((own + 3 * k / 4) / 4)
+
+
+def test_non_finite_features_are_refused_naming_the_source():
+    img, txt = _pairs()
+    txt[2, 1] = float("nan")
+    with pytest.raises(NonFiniteFeaturesError, match=r"text features from /ckpt/model.pt hold 1 non-finite.*\[2\]"):
+        recall_at_k(img, txt, ks=[1], pool_size=4, source="/ckpt/model.pt")
+    img[0, 0] = float("inf")
+    with pytest.raises(NonFiniteFeaturesError, match="image features"):
+        recall_at_k(img, txt, ks=[1], pool_size=4)
+    with pytest.raises(NonFiniteFeaturesError, match="classification logits from run x"):
+        zero_shot_accuracy(img, torch.eye(2), [{0}] * 4, ks=(1,), source="run x")
 
 
 def test_zero_shot_accuracy_any_of_targets():
@@ -47,3 +82,40 @@ def test_zero_shot_accuracy_any_of_targets():
     assert out["top1"] == pytest.approx(2 / 3)
     # top2: s1 -> {1, 2}, target {0} -> miss
     assert out["top2"] == pytest.approx(2 / 3)
+
+
+def test_zero_shot_constant_model_scores_chance():
+    feats = torch.zeros(6, 2)  # a collapsed model: every class scores 0 for every sample
+    classifier = torch.eye(2, 5)
+    out = zero_shot_accuracy(feats, classifier, [{i % 5} for i in range(6)], ks=(1, 2, 5, 9))
+    # top-k of 5 tied classes holds the target with probability k/5 (top9 -> top5: k <= C);
+    # argmax/topk broke ties by index and gave sample 0 (class 0) and sample 5 (class 0) a hit
+    assert out == pytest.approx({"top1": 1 / 5, "top2": 2 / 5, "top5": 1.0})
+
+
+def test_topk_credit_with_ties_and_several_targets():
+    logits = torch.tensor([[3.0, 2.0, 2.0, 2.0, 1.0]])
+    # target 2: one class above, tied with 2 others -> k=1: 0, k=2: 1/3, k=3: 2/3, k=4: 1
+    assert [topk_credit(logits, [2], k).item() for k in (1, 2, 3, 4)] == pytest.approx([0, 1 / 3, 2 / 3, 1])
+    # targets {1, 2} among the 3 tied: k=2 misses only if the first tied class drawn is class 3: 2/3
+    assert topk_credit(logits, [{1, 2}], 2).item() == pytest.approx(2 / 3)
+    assert topk_credit(logits, [{1, 2}], 3).item() == 1.0
+    # all tied, 2 targets of 5: k=1 -> 2/5; k=2 -> 1 - (3/5)(2/4) = 0.7
+    flat = torch.zeros(1, 5)
+    assert topk_credit(flat, [{0, 4}], 1).item() == pytest.approx(0.4)
+    assert topk_credit(flat, [{0, 4}], 2).item() == pytest.approx(0.7)
+    # no ties: the plain 0/1 answer; no target: 0
+    assert topk_credit(logits, torch.tensor([0]), 1).item() == 1.0
+    assert topk_credit(logits, [set()], 5).item() == 0.0
+    with pytest.raises(ValueError, match="class indices"):
+        topk_credit(logits, [5], 1)
+
+
+@pytest.mark.parametrize("dim, n, c", [(1024, 12, 5), (64, 5, 351), (512, 5, 351)])
+def test_equal_dot_products_tie_wherever_they_sit(dim, n, c):
+    # A float32 matrix product sums edge tiles in another order: here identical vectors get dot
+    # products a few ulps apart, which would break the constant model's ties.
+    v = torch.nn.functional.normalize(torch.randn(1, dim, generator=torch.Generator().manual_seed(0)), dim=-1)
+    assert dot_scores(v.repeat(n, 1), v.repeat(c, 1).T).unique().numel() == 1
+    out = zero_shot_accuracy(v.repeat(n, 1), v.repeat(c, 1).T, [{0}] * n, ks=(1,))
+    assert out["top1"] == pytest.approx(1 / c)

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..retrieval import recall_at_k as _recall_at_k
+
 
 # ---------------------------------------------------------------------------------------------
 # Classification
@@ -58,8 +60,9 @@ def _check_matrix(A) -> np.ndarray:
 
 def session_accuracies(correct, labels, sessions: Sequence[Sequence[int]]) -> np.ndarray:
     """Accuracy on each session's classes: ``out[j]`` = mean of ``correct`` over the samples
-    whose label is in ``sessions[j]`` (NaN if there are none). One row of ``A``."""
-    correct = torch.as_tensor(correct).bool().flatten()
+    whose label is in ``sessions[j]`` (NaN if there are none). One row of ``A``. ``correct``
+    is per-sample correctness, boolean or a credit in [0, 1] (``session.class_accuracy``)."""
+    correct = _credit(correct)
     labels = torch.as_tensor(labels).long().flatten()
     if correct.shape != labels.shape:
         raise ValueError(f"session_accuracies: {len(correct)} correctness flags for {len(labels)} labels")
@@ -67,16 +70,25 @@ def session_accuracies(correct, labels, sessions: Sequence[Sequence[int]]) -> np
     for j, classes in enumerate(sessions):
         mask = torch.isin(labels, torch.as_tensor(list(classes), dtype=torch.long))
         if mask.any():
-            out[j] = correct[mask].float().mean().item()
+            out[j] = correct[mask].mean().item()
     return out
 
 
 def ut_acc_ost(correct) -> float:
-    """OST UT-Acc: correct predictions / all update-task test samples."""
-    correct = torch.as_tensor(correct).bool().flatten()
+    """OST UT-Acc: correct predictions / all update-task test samples (the mean of per-sample
+    correctness, boolean or a credit in [0, 1])."""
+    correct = _credit(correct)
     if correct.numel() == 0:
         raise ValueError("ut_acc_ost: no test samples")
-    return correct.float().mean().item()
+    return correct.mean().item()
+
+
+def _credit(correct) -> torch.Tensor:
+    """Per-sample correctness as a flat float64 tensor, checked to lie in [0, 1]."""
+    correct = torch.as_tensor(correct, dtype=torch.float64).flatten()
+    if not ((correct >= 0) & (correct <= 1)).all():
+        raise ValueError("per-sample correctness must be booleans or credits in [0, 1]")
+    return correct
 
 
 def ut_acc_mst(A) -> float:
@@ -117,33 +129,11 @@ def recall_at_k(image_features, text_features, image_of_text, ks: Sequence[int] 
     (pass L2-normalised features for cosine similarity); ``image_of_text[m]`` is the index of
     caption ``m``'s image. TR@k = fraction of images with at least one of their captions among
     the k best-scoring texts; IR@k = fraction of captions whose image is among the k
-    best-scoring images. The rank of a true partner counts the candidates scoring strictly
-    higher (ties count in its favour, as ``evaluate.recall_at_k``). Returns
+    best-scoring images. Tied scores get the expected credit of a random tie order, so constant
+    features score chance (``ticlip_core.retrieval.recall_at_k``, shared with TiC). Returns
     ``{"TR@k": .., "IR@k": ..}`` for every k.
     """
-    img, txt, owner = _check_retrieval(image_features, text_features, image_of_text)
-    N = len(img)
-    tr_rank = torch.empty(N, dtype=torch.long)
-    ir_rank = torch.empty(len(txt), dtype=torch.long)
-    positive_score = torch.empty(len(txt), dtype=img.dtype)
-    for start in range(0, N, chunk):  # rows of the N x M similarity, a chunk at a time
-        rows = torch.arange(start, min(start + chunk, N))
-        sim = img[rows] @ txt.T
-        is_pos = owner[None, :] == rows[:, None]
-        best_pos = sim.masked_fill(~is_pos, float("-inf")).max(dim=1).values
-        tr_rank[rows] = (sim > best_pos[:, None]).sum(dim=1)
-        mine = (owner >= start) & (owner < start + len(rows))
-        positive_score[mine] = sim[owner[mine] - start, mine.nonzero().flatten()]
-    for start in range(0, N, chunk):  # texts: images scoring above the true image
-        sim = img[start:start + chunk] @ txt.T
-        part = (sim > positive_score[None, :]).sum(dim=0)
-        ir_rank = part if start == 0 else ir_rank + part
-    out = {}
-    for k in ks:
-        out[f"TR@{k}"] = (tr_rank < k).float().mean().item()
-    for k in ks:
-        out[f"IR@{k}"] = (ir_rank < k).float().mean().item()
-    return out
+    return _named(_recall_at_k(image_features, text_features, image_of_text, ks, chunk=chunk), ks)
 
 
 def recall_folds(image_features, text_features, image_of_text, ks: Sequence[int] = (1, 5),
@@ -155,37 +145,10 @@ def recall_folds(image_features, text_features, image_of_text, ks: Sequence[int]
     fold is scored with the captions of its own images only, and the scores are averaged over
     folds (unweighted, as the COCO 5-fold protocol does).
     """
-    if fold_size < 1:
-        raise ValueError(f"fold_size must be at least 1, got {fold_size}")
-    img, txt, owner = _check_retrieval(image_features, text_features, image_of_text)
-    folds = np.array_split(np.arange(len(img)), max(1, round(len(img) / fold_size)))
-    totals: dict[str, float] = {}
-    for fold in folds:
-        lo, hi = int(fold[0]), int(fold[-1]) + 1
-        mask = (owner >= lo) & (owner < hi)
-        scores = recall_at_k(img[lo:hi], txt[mask], owner[mask] - lo, ks)
-        for key, value in scores.items():
-            totals[key] = totals.get(key, 0.0) + value / len(folds)
-    return totals
+    return _named(_recall_at_k(image_features, text_features, image_of_text, ks, pool_size=fold_size,
+                               weighting="equal"), ks)
 
 
-def _check_retrieval(image_features, text_features, image_of_text):
-    """Features as float tensors and caption owners as a long tensor, checked consistent."""
-    img = torch.as_tensor(image_features)
-    txt = torch.as_tensor(text_features)
-    img = img if img.is_floating_point() else img.float()
-    txt = txt.to(img.dtype)
-    owner = torch.as_tensor(image_of_text).long().flatten()
-    if img.ndim != 2 or txt.ndim != 2 or img.shape[1] != txt.shape[1]:
-        raise ValueError(f"retrieval: features must be (N, D) and (M, D), got {tuple(img.shape)} "
-                         f"and {tuple(txt.shape)}")
-    if len(img) == 0 or len(txt) == 0:
-        raise ValueError("retrieval: no images or no captions")
-    if len(owner) != len(txt):
-        raise ValueError(f"retrieval: {len(owner)} caption owners for {len(txt)} captions")
-    if owner.min() < 0 or owner.max() >= len(img):
-        raise ValueError(f"retrieval: image_of_text must index the {len(img)} images")
-    without = torch.nonzero(torch.bincount(owner, minlength=len(img)) == 0).flatten()
-    if len(without):
-        raise ValueError(f"retrieval: image(s) {without[:10].tolist()} have no caption")
-    return img, txt, owner
+def _named(scores: dict[str, float], ks: Sequence[int]) -> dict[str, float]:
+    """The shared recall's ``i2t_R@k`` / ``t2i_R@k`` under CL-CLIP's names ``TR@k`` / ``IR@k``."""
+    return {**{f"TR@{k}": scores[f"i2t_R@{k}"] for k in ks}, **{f"IR@{k}": scores[f"t2i_R@{k}"] for k in ks}}

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from ..evaluate import build_classifier
 from ..data.loader import PixelSpec
+from ..retrieval import dot_scores, topk_credit
 from .methods.base import SessionContext
 from .metrics import recall_folds
 
@@ -87,11 +88,14 @@ def image_features(model, images: torch.Tensor, device, batch_size: int = 256) -
 @torch.no_grad()
 def class_accuracy(model, tokenizer, images: torch.Tensor, labels: torch.Tensor, classnames: list[str],
                    templates: list[str], device) -> torch.Tensor:
-    """Per-sample correctness (bool) of classifying crops among ``classnames`` by prompt similarity."""
+    """Per-sample top-1 credit in [0, 1] (float) of classifying crops among ``classnames`` by
+    prompt similarity: 1 or 0 when the best class score is unique, the expected credit of a
+    random tie order otherwise, so a constant model scores 1/C, not 100 % on class 0
+    (``retrieval.topk_credit``). Non-finite logits raise ``NonFiniteFeaturesError``."""
     model.eval()
     classifier = build_classifier(model, tokenizer, classnames, templates, device)
-    predicted = (image_features(model, images, device) @ classifier).argmax(dim=1)
-    return predicted == labels
+    logits = dot_scores(image_features(model, images, device), classifier)
+    return topk_credit(logits, labels, 1, source=f"the CL-CLIP model classifying among {len(classnames)} classes")
 
 
 @torch.no_grad()
