@@ -5,7 +5,10 @@ Every model is an open_clip model. The tiny configs in ``model_configs/`` are re
 """
 from __future__ import annotations
 
+import errno
 import os
+import pickle
+import shutil
 from pathlib import Path
 
 import open_clip
@@ -13,6 +16,14 @@ import torch
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 _registered = False
+
+
+class NonFiniteWeightsError(ValueError):
+    """A state dict holds NaN or inf weights (a diverged run); it is neither written nor loaded."""
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint file cannot be read: truncated (an interrupted copy or write) or corrupt."""
 
 
 def register_model_configs() -> None:
@@ -71,7 +82,11 @@ def create_model(name: str, pretrained: str | None = None, device: str | torch.d
         try:
             model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
                 name, pretrained=pretrained if load_weights else None, device=device, output_dict=True, **kwargs)
-        except RuntimeError as err:
+        except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
+            if load_weights and _is_local_checkpoint(pretrained):
+                raise CorruptCheckpointError(
+                    f"model.pretrained: could not load the local checkpoint '{pretrained}' into {name}: it is "
+                    f"truncated, corrupt, or not a {name} state dict; replace the file ({err})") from err
             if tag and load_weights and "Failed to download" in str(err):
                 raise RuntimeError(
                     f"model.pretrained: open_clip could not download the '{tag}' weights of {name}; this needs "
@@ -79,6 +94,8 @@ def create_model(name: str, pretrained: str | None = None, device: str | torch.d
                     "(open_clip_pytorch_model.bin from the tag's Hugging Face repo) and set model.pretrained "
                     f"to its local path. ({err})") from err
             raise
+    if load_weights and _is_local_checkpoint(pretrained):
+        check_finite_weights(model.state_dict(), f"model.pretrained: local checkpoint '{pretrained}'", "load")
     if tag and not load_weights:
         cfg = open_clip.factory.merge_preprocess_dict(open_clip.get_model_preprocess_cfg(model),
                                                       open_clip.get_pretrained_cfg(name, tag))
@@ -87,17 +104,88 @@ def create_model(name: str, pretrained: str | None = None, device: str | torch.d
     return model, preprocess_train, preprocess_val, tokenizer
 
 
-def save_checkpoint(state_dict: dict, path: str | Path) -> None:
-    """Write a plain state dict to ``path`` atomically (temporary name, then rename)."""
+def check_finite_weights(state_dict: dict, where: str, action: str) -> None:
+    """Raise ``NonFiniteWeightsError`` naming ``where`` (a path) and the first offending keys if
+    any floating-point tensor of ``state_dict`` holds NaN or inf; ``action`` is what is refused."""
+    if not isinstance(state_dict, dict):
+        return  # not a state dict: load_state_dict says so
+    bad = [key for key, value in state_dict.items()
+           if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise NonFiniteWeightsError(
+            f"{where}: refusing to {action} weights holding NaN/inf in {', '.join(bad[:5])}{more} "
+            "(the training run diverged or the file was damaged)")
+
+
+def atomic_torch_save(obj, path: str | Path) -> None:
+    """``torch.save(obj)`` to ``path`` atomically: written (and fsynced) under ``path.tmp``, then
+    renamed, so ``path`` is either its old content or the complete new file.
+
+    If writing fails (a full disk, a quota, a read-only or vanished filesystem) the partial
+    ``.tmp`` is removed, ``path`` is left as it was, and an ``OSError`` names the path and says
+    why: "no space left on the disk" when the error is ENOSPC or the filesystem is (nearly)
+    full, else that the disk/filesystem is unwritable. torch's own error (a C++ stream error
+    that names neither the file nor the disk) is chained as the cause.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state_dict, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        full = _no_space(err, path.parent)
+        tmp.unlink(missing_ok=True)
+        reason = ("no space left on the disk/filesystem holding it; free some space and rerun" if full else
+                  "the disk/filesystem is full or unwritable (quota, read-only, permissions); fix it and rerun")
+        kept = "the earlier file there is unchanged" if path.exists() else "nothing was written"
+        raise OSError(errno.ENOSPC if full else getattr(err, "errno", None) or errno.EIO,
+                      f"could not write {path}: {reason} ({kept}; {type(err).__name__}: {err})") from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _no_space(err: BaseException, folder: Path) -> bool:
+    """Whether a failed write ran out of space: ENOSPC anywhere in the exception chain, or under
+    1 MiB free on the filesystem of ``folder`` (checked while the partial file still holds its share)."""
+    seen = err
+    while seen is not None:
+        if getattr(seen, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    try:
+        return shutil.disk_usage(folder).free < 2 ** 20
+    except OSError:
+        return False
+
+
+def save_checkpoint(state_dict: dict, path: str | Path) -> None:
+    """Write a plain state dict to ``path`` atomically (``atomic_torch_save``).
+
+    Weights holding NaN or inf are refused (``NonFiniteWeightsError`` naming the path and the
+    tensors) and nothing is written.
+    """
+    check_finite_weights(state_dict, str(path), "save")
+    atomic_torch_save(state_dict, path)
 
 
 def load_checkpoint(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
-    """Load a plain state dict (``weights_only=True``) from ``path`` into ``model``."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    """Load a plain state dict (``weights_only=True``) from ``path`` into ``model``.
+
+    A truncated or unreadable file raises ``CorruptCheckpointError`` naming the path; weights
+    holding NaN or inf raise ``NonFiniteWeightsError`` naming the path and the tensors.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise CorruptCheckpointError(
+            f"checkpoint {path} is truncated or corrupt (or not a plain state dict), so it cannot be loaded; "
+            f"delete it and rerun the rule that writes it ({type(err).__name__}: {str(err)[:300]})") from err
+    check_finite_weights(state, str(path), "load")
     model.load_state_dict(state)
     return model
