@@ -1,4 +1,4 @@
-"""The resumable state of a training step (fast, unit level; tests/test_resume.py runs the
+"""The resumable state of a training step (fast, unit level; tests/faults/test_faults_kill.py runs the
 workflow): unusable states are set aside, and the fingerprint covers the step's inputs."""
 import torch
 

@@ -7,7 +7,7 @@ retrieval and classification tasks of that set. Output: long-format rows
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import open_clip
 import pandas as pd
@@ -33,19 +33,28 @@ class EncodedSet:
     text_features: torch.Tensor
     meta: list[dict]
     skipped: int
+    #: bad samples skipped, by reason (``data.loader.SKIP_REASONS``)
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def skipped_text(self) -> str:
+        """``"N bad samples skipped (reason n, ...)"`` for the logs."""
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(self.skipped_by_reason.items()))
+        return f"{self.skipped} bad samples skipped ({reasons or 'none'})"
 
 
 @torch.no_grad()
 def encode_eval_set(model, tokenizer, shards: list[str], batch_size: int,
                     device: torch.device, source: str | None = None) -> EncodedSet:
-    """Encode every image and caption of ``shards`` once (corrupt images skipped and counted).
+    """Encode every image and caption of ``shards`` once (bad samples skipped and counted by reason).
 
     Raises ``NonFiniteFeaturesError`` naming ``source`` (e.g. the checkpoint path) and the set
     if any feature is NaN or inf.
     """
-    images, texts, meta, skipped = [], [], [], 0
+    images, texts, meta, skipped, by_reason = [], [], [], 0, {}
     for batch in eval_batches(shards, batch_size=batch_size, pixels=PixelSpec.of(model), tokenizer=tokenizer):
         skipped += batch.skipped
+        for reason, n in batch.skipped_by_reason.items():
+            by_reason[reason] = by_reason.get(reason, 0) + n
         if not batch.keys:
             continue
         images.append(F.normalize(model.encode_image(batch.images.to(device)), dim=-1).cpu())
@@ -53,7 +62,7 @@ def encode_eval_set(model, tokenizer, shards: list[str], batch_size: int,
         meta.extend(batch.meta)
     if not meta:
         raise ValueError(f"evaluation set {shards[:1]}... holds no usable samples")
-    enc = EncodedSet(torch.cat(images), torch.cat(texts), meta, skipped)
+    enc = EncodedSet(torch.cat(images), torch.cat(texts), meta, skipped, by_reason)
     what = f"{source or 'the model'} on evaluation set {shards[:1]}..."
     check_finite(enc.image_features, "image features", what)
     check_finite(enc.text_features, "text features", what)
@@ -147,12 +156,12 @@ def evaluate_checkpoint(model, tokenizer, *, config: dict, study: str, method: s
             if scores is None:
                 raise ValueError(f"step {eval_step}: no test sample has a class (data.classification.key_to_class)")
             add("classification", eval_step, scores)
-        log.info("%s: %d samples evaluated (%d without a class), %d corrupt skipped",
-                 eval_step, len(enc.meta), without, enc.skipped)
+        log.info("%s: %d samples evaluated (%d without a class), %s",
+                 eval_step, len(enc.meta), without, enc.skipped_text())
 
     for name, (shards, labels) in static_sets.items():
         enc = encode_eval_set(model, tokenizer, shards, ecfg["batch_size"], device, source=checkpoint)
-        log.info("static %s: %d samples evaluated, %d corrupt skipped", name, len(enc.meta), enc.skipped)
+        log.info("static %s: %d samples evaluated, %s", name, len(enc.meta), enc.skipped_text())
         if name == SYNTHETIC_STATIC:
             for task, metrics in synthetic_static_tasks(model, tokenizer, enc, ecfg, device, checkpoint).items():
                 add(task, "static", metrics)

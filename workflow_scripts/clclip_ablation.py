@@ -7,11 +7,13 @@ import pandas as pd
 
 from ticlip_core.clclip.study import run_method
 from ticlip_core.clclip.ablations import ablation_runs
+from ticlip_core.data.layout import step_shards
 from ticlip_core.workflow_io import logged
 
 with logged(snakemake.log[0]):
     ablation = snakemake.wildcards.ablation
-    base_shards = sorted(str(p) for p in Path(snakemake.input.steps_dir).glob("*/train/*.tar"))
+    steps_dir = Path(snakemake.input.steps_dir)  # every step's train split, checked against its index
+    base_shards = [s for d in sorted(steps_dir.iterdir()) if d.is_dir() for s in step_shards(steps_dir, d.name, "train")]
     config = snakemake.params.cfg
     beta = config["clclip"]["ablations"]["beta"]
     rows, chosen = [], {}

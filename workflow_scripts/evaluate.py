@@ -34,6 +34,6 @@ with logged(snakemake.log[0]):
         load_checkpoint(model, checkpoint)  # loads on the CPU, copies into the model's device
         rows = evaluate_checkpoint(model, tokenizer, config=config, study="tic", method=snakemake.wildcards.run,
                                    train_step=train_step, test_shards=test_shards,
-                                   dynamic_labels=dynamic_labels, static_sets=static_sets)
+                                   dynamic_labels=dynamic_labels, static_sets=static_sets, checkpoint=checkpoint)
         rows.to_csv(out, index=False)
         print(rows.to_string())
