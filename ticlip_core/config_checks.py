@@ -1,7 +1,7 @@
 """Config checks the JSON schema cannot express, run while Snakemake builds the DAG.
 
-Each failure raises ``ValueError`` naming the key and the reason, so a bad config fails before
-any job runs instead of hours later. Nothing here imports torch or open_clip unless the config
+Each failure raises ``ValueError`` (``FileNotFoundError`` for a missing file) naming the key and
+the reason, so a bad config fails before any job runs instead of hours later. Nothing here imports torch or open_clip unless the config
 names an open_clip pretrained tag (only open_clip's registry can say whether it exists).
 """
 from __future__ import annotations
@@ -39,6 +39,11 @@ def known_model_names() -> set[str]:
     return {p.stem for d in dirs for p in d.glob("*.json")}
 
 
+def is_local_checkpoint(pretrained: str | None) -> bool:
+    """Whether ``model.pretrained`` names a file (a path, or a checkpoint suffix) rather than a tag."""
+    return pretrained is not None and ("/" in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors")))
+
+
 def check_model(model: dict, key: str) -> None:
     """``name`` must be an open_clip model (or ``hf-hub:`` id); ``pretrained`` a local file or a tag
     open_clip knows for that model."""
@@ -49,15 +54,15 @@ def check_model(model: dict, key: str) -> None:
                          + (f" (similar: {', '.join(close)})" if close else ""))
     if pretrained is None or name.startswith("hf-hub:"):
         return
-    if "/" in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors")):
+    if is_local_checkpoint(pretrained):
         if not Path(pretrained).is_file():
-            raise ValueError(f"{key}.pretrained: local checkpoint '{pretrained}' does not exist")
+            raise FileNotFoundError(f"{key}.pretrained: local checkpoint '{pretrained}' does not exist")
         return
     import open_clip  # only here: a tag is checked against open_clip's own registry
 
-    tags = open_clip.list_pretrained_tags_by_model(name)
-    if pretrained not in tags:
-        raise ValueError(f"{key}.pretrained: '{pretrained}' is not an open_clip pretrained tag of {name} "
+    if not open_clip.get_pretrained_cfg(name, pretrained):
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        raise ValueError(f"{key}.pretrained: '{pretrained}' is neither an open_clip pretrained tag of {name} "
                          f"(known: {', '.join(tags) or 'none'}) nor a local checkpoint path")
 
 

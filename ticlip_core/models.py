@@ -14,6 +14,8 @@ from pathlib import Path
 import open_clip
 import torch
 
+from .config_checks import check_model, is_local_checkpoint
+
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 _registered = False
 
@@ -44,23 +46,11 @@ def model_image_size(name: str) -> int:
     return int(size[0] if isinstance(size, (list, tuple)) else size)
 
 
-def _is_local_checkpoint(pretrained: str | None) -> bool:
-    return pretrained is not None and (os.sep in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors")))
-
-
 def check_pretrained(name: str, pretrained: str | None) -> None:
-    """Fail early, naming the problem, for a missing local checkpoint or a tag open_clip does not know."""
+    """Fail early, naming the problem, for an unknown model, a missing local checkpoint or a tag
+    open_clip does not know (the checks the workflow also runs on the config at dry-run)."""
     register_model_configs()
-    if pretrained is None:
-        return
-    if _is_local_checkpoint(pretrained):
-        if not Path(pretrained).is_file():
-            raise FileNotFoundError(f"model.pretrained: local checkpoint '{pretrained}' does not exist")
-        return
-    if not open_clip.get_pretrained_cfg(name, pretrained):
-        tags = open_clip.list_pretrained_tags_by_model(name)
-        raise ValueError(f"model.pretrained: '{pretrained}' is neither an open_clip pretrained tag of {name} "
-                         f"(known: {', '.join(tags) or 'none'}) nor a local checkpoint path")
+    check_model({"name": name, "pretrained": pretrained}, "model")
 
 
 def create_model(name: str, pretrained: str | None = None, device: str | torch.device = "cpu",
@@ -76,14 +66,14 @@ def create_model(name: str, pretrained: str | None = None, device: str | torch.d
     """
     check_pretrained(name, pretrained)
     kwargs = {"force_image_size": image_size} if image_size else {}
-    tag = pretrained if pretrained and not _is_local_checkpoint(pretrained) else None
+    tag = pretrained if pretrained and not is_local_checkpoint(pretrained) else None
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         try:
             model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
                 name, pretrained=pretrained if load_weights else None, device=device, output_dict=True, **kwargs)
         except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
-            if load_weights and _is_local_checkpoint(pretrained):
+            if load_weights and is_local_checkpoint(pretrained):
                 raise CorruptCheckpointError(
                     f"model.pretrained: could not load the local checkpoint '{pretrained}' into {name}: it is "
                     f"truncated, corrupt, or not a {name} state dict; replace the file ({err})") from err
@@ -94,7 +84,7 @@ def create_model(name: str, pretrained: str | None = None, device: str | torch.d
                     "(open_clip_pytorch_model.bin from the tag's Hugging Face repo) and set model.pretrained "
                     f"to its local path. ({err})") from err
             raise
-    if load_weights and _is_local_checkpoint(pretrained):
+    if load_weights and is_local_checkpoint(pretrained):
         check_finite_weights(model.state_dict(), f"model.pretrained: local checkpoint '{pretrained}'", "load")
     if tag and not load_weights:
         cfg = open_clip.factory.merge_preprocess_dict(open_clip.get_model_preprocess_cfg(model),

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
     ("data:\n  split: {val_fraction: 0.5, test_fraction: 0.5}\n",
      "data.split: val_fraction + test_fraction = 1 leaves no training samples"),
     ("model: {name: ViT-B-32, pretrained: no_such_tag}\n",
-     "model.pretrained: 'no_such_tag' is not an open_clip pretrained tag of ViT-B-32"),
+     "model.pretrained: 'no_such_tag' is neither an open_clip pretrained tag of ViT-B-32"),
     ("model: {name: ViT-B-99}\n", "model.name: unknown open_clip model 'ViT-B-99'"),
     ("clclip:\n  model: {name: ticlip-vit-tinyy}\n", "clclip.model.name: unknown open_clip model 'ticlip-vit-tinyy'"),
     ("seed: -1\n", "-1 is less than the minimum of 0"),
