@@ -1,6 +1,8 @@
 """The img2dataset source end to end, for real: a loopback HTTP server, the Snakemake download
 rule running img2dataset against it, bucketing and the data report; then an interrupted
-download resumed without fetching finished shards again."""
+download resumed without fetching finished shards again. (The loopback server needs
+``data.download.allow_private_hosts``: the default policy refuses loopback URLs.) Also, fast:
+the options ``download_shards`` gives img2dataset."""
 import http.server
 import io
 import json
@@ -115,7 +117,7 @@ def _config(tmp: Path, **extra) -> Path:
         "data": {"source": "img2dataset", "name": "loop", "metadata": [str(tmp / "metadata.parquet")],
                  "columns": {"id": "uid"}, "split": SPLIT, "samples_per_shard": 50,
                  "download": {"processes_count": 1, "thread_count": 4, "image_size": 32, "samples_per_shard": 20,
-                              "retries": 0, "timeout": 5}},
+                              "retries": 0, "timeout": 5, "allow_private_hosts": True}},
         "tic": {"steps": STEPS, "methods": ["sequential"], "lr_ablation": {"method": None}},
         "clclip": {"enabled": False},  # the TiC path only: the CL-CLIP study is on in the default
     }
@@ -177,6 +179,10 @@ def test_bad_rows_are_quarantined_with_their_reason(downloaded):
     assert sorted(zip(quarantine["uid"], quarantine["reason"])) == [
         ("x0", "missing_timestamp"), ("x1", "missing_timestamp"), ("x2", "unparseable_timestamp"),
         ("x3", "unparseable_timestamp"), ("x4", "outside_steps")]
+    assert quarantine["reason_detail"].isna().all()
+    summary = json.loads((downloaded / "metadata" / "summary.json").read_text())
+    assert summary["url_policy"] == {"allowed_schemes": ["http", "https"], "allow_private_hosts": True,
+                                     "resolve_hostnames": False}
     prepared = pd.read_parquet(downloaded / "metadata" / "prepared.parquet")
     assert len(prepared) == 72 and prepared["timestamp"].str.match(r"^201[456]-\d\d-\d\dT\d\d:\d\d:\d\dZ$").all()
 
@@ -193,12 +199,15 @@ def test_data_report_accounts_for_every_row(world, downloaded):
 
 def test_an_interrupted_download_resumes_without_refetching(world, downloaded):
     """Leave shards 0 and 1 as an interrupted download would, and rerun: only 2 and 3 are fetched."""
+    from ticlip_core.data.download import DIGEST_FILE
+
     data, server = downloaded, world["server"]
     partial = data / "shards.incomplete"
     partial.mkdir()
     for shard in ("00000", "00001"):
         for suffix in (".tar", ".parquet", "_stats.json"):
             shutil.copy2(data / "shards" / f"{shard}{suffix}", partial / f"{shard}{suffix}")
+    shutil.copy2(data / "shards" / DIGEST_FILE, partial / DIGEST_FILE)  # what it was started from
     shutil.rmtree(data / "shards")
     before = len(server.requests)
     _snakemake(world["tmp"], str(data / "shards"))
@@ -208,6 +217,7 @@ def test_an_interrupted_download_resumes_without_refetching(world, downloaded):
     later = {u.rsplit("/", 1)[-1] for u in prepared["url"][40:]}
     assert fetched and fetched <= later
     assert not partial.exists() and len(list((data / "shards").glob("*.tar"))) == 4
+    assert not list(data.glob("shards.incomplete.stale-*"))
 
 
 def test_real_data_trains_and_evaluates_with_classes_and_a_static_set(world, downloaded):
@@ -239,3 +249,59 @@ def test_real_data_trains_and_evaluates_with_classes_and_a_static_set(world, dow
     assert list(table["Method"]) == ["sequential"]
     log = (tmp / "results" / "logs" / "tic" / "evaluate" / "sequential.log").read_text()
     assert "without a class" in log
+
+
+# --------------------------------------------------------------------------- options given to img2dataset
+
+OPTIONS = {"processes_count": 1, "thread_count": 2, "image_size": 32, "resize_mode": "border",
+           "resize_only_if_bigger": False, "encode_quality": 95, "samples_per_shard": 10, "timeout": 2, "retries": 0,
+           "incremental_mode": "incremental", "min_image_size": 0, "user_agent_token": None}
+
+
+@pytest.fixture
+def fake_img2dataset(monkeypatch, tmp_path):
+    """img2dataset.download replaced by a recorder that writes one shard's stats for every row."""
+    monkeypatch.setenv("NO_ALBUMENTATIONS_UPDATE", "1")   # no version check against PyPI on import
+    import img2dataset
+
+    calls = []
+
+    def fake(**kwargs):
+        calls.append(kwargs)
+        rows = len(pd.read_parquet(kwargs["url_list"]))
+        Path(kwargs["output_folder"], "00000_stats.json").write_text(json.dumps({"count": rows, "successes": rows}))
+
+    monkeypatch.setattr(img2dataset, "download", fake)
+    prepared = tmp_path / "prepared.parquet"
+    pd.DataFrame({"url": ["http://a.example/1.jpg"], "caption": ["c"], "sample_id": ["s1"]}).to_parquet(prepared)
+    return calls, prepared
+
+
+@pytest.mark.parametrize("limits, area, ratio", [
+    ({}, 89_478_485, float("inf")),                                   # PIL's decompression-bomb limit by default
+    ({"max_image_area": None, "max_aspect_ratio": None}, float("inf"), float("inf")),   # null: no limit
+    ({"max_image_area": 1000, "max_aspect_ratio": 3.0}, 1000, 3.0),
+])
+def test_download_passes_the_image_limits_to_img2dataset(fake_img2dataset, tmp_path, limits, area, ratio):
+    from ticlip_core.data.download import download_shards
+
+    calls, prepared = fake_img2dataset
+    stats = download_shards(prepared, tmp_path / "shards", url_col="url", caption_col="caption",
+                            options={**OPTIONS, **limits})
+    assert stats["count"] == 1 and len(calls) == 1
+    assert calls[0]["max_image_area"] == area and calls[0]["max_aspect_ratio"] == ratio
+    assert calls[0]["save_additional_columns"] == ["sample_id"] and calls[0]["incremental_mode"] == "incremental"
+
+
+def test_schema_default_image_area_is_the_one_download_uses():
+    from snakemake.utils import validate
+
+    from ticlip_core.data.download import DEFAULT_MAX_IMAGE_AREA
+
+    cfg = {"data": {"download": {}}}
+    validate(cfg, str(ROOT / "ticlip_core/schemas/config.schema.yaml"))
+    download = cfg["data"]["download"]
+    assert download["max_image_area"] == DEFAULT_MAX_IMAGE_AREA == Image.MAX_IMAGE_PIXELS
+    assert download["max_aspect_ratio"] is None
+    assert (download["allowed_schemes"], download["allow_private_hosts"], download["resolve_hostnames"]) == \
+        (["http", "https"], False, False)

@@ -14,9 +14,9 @@ STEPS = parse_steps(["2014-2015", "2016", "2017-2018"])
 COLUMNS = {"url": "url", "caption": "caption", "id": "id"}
 
 
-def build(meta, steps=STEPS, columns=COLUMNS, timestamp=None, val=0.05, test=0.1):
+def build(meta, steps=STEPS, columns=COLUMNS, timestamp=None, val=0.05, test=0.1, url_policy=None):
     return build_manifest(meta, steps=steps, columns=columns, timestamp=timestamp or {"column": "ts", "unit": "auto"},
-                          val_fraction=val, test_fraction=test)
+                          val_fraction=val, test_fraction=test, url_policy=url_policy)
 
 
 def metadata(n=3000, seed=0) -> pd.DataFrame:
@@ -27,7 +27,7 @@ def metadata(n=3000, seed=0) -> pd.DataFrame:
     fmt = np.arange(n) % 4
     ts = np.where(fmt == 0, np.char.add(np.datetime_as_string(secs.astype("M8[s]"), unit="s"), "Z"),
                   np.where(fmt == 1, secs.astype(str), np.where(fmt == 2, (secs * 1000).astype(str), years.astype(str))))
-    meta = pd.DataFrame({"id": [f"k{i:06d}" for i in range(n)], "url": [f"http://x/{i}.jpg" for i in range(n)],
+    meta = pd.DataFrame({"id": [f"k{i:06d}" for i in range(n)], "url": [f"http://x.example/{i}.jpg" for i in range(n)],
                          "caption": [f"caption {i}" for i in range(n)], "ts": ts.astype(object)})
     meta.loc[1, "url"] = None
     meta.loc[2, "url"] = "  "
@@ -42,7 +42,8 @@ def metadata(n=3000, seed=0) -> pd.DataFrame:
 def expected_reasons(meta: pd.DataFrame) -> dict:
     year = 2013 + meta.index % 7
     outside = ((year == 2013) | (year == 2019)) & ~meta.index.isin(range(1, 7))
-    return {"missing_url": 2, "missing_id": 1, "missing_timestamp": 2, "unparseable_timestamp": 1,
+    return {"missing_url": 2, "url_malformed": 0, "url_scheme_refused": 0, "url_host_refused": 0,
+            "url_host_unresolved": 0, "missing_id": 1, "missing_timestamp": 2, "unparseable_timestamp": 1,
             "no_year_for_key": 0, "duplicate_id": 1, "outside_steps": int(outside.sum())}
 
 
@@ -62,8 +63,10 @@ def test_counts_per_reason_and_nothing_lost():
     # input order kept; all input columns in both outputs
     assert prepared["sample_id"].tolist() == sorted(prepared["sample_id"])
     assert list(prepared.columns) == ["id", "url", "caption", "ts", "timestamp", "sample_id", "step", "split"]
-    assert list(excluded.columns) == ["id", "url", "caption", "ts", "reason"]
-    assert set(excluded["reason"]) <= set(REASONS)
+    assert list(excluded.columns) == ["id", "url", "caption", "ts", "reason", "reason_detail"]
+    assert set(excluded["reason"]) <= set(REASONS) and excluded["reason_detail"].isna().all()
+    assert summary["url_policy"] == {"allowed_schemes": ["http", "https"], "allow_private_hosts": False,
+                                     "resolve_hostnames": False}
     json.dumps(summary)
 
 
@@ -141,7 +144,7 @@ def test_key_to_year_from_uid_files_and_tables(tmp_path):
     uids = random_uids(400)
     years = 2014 + np.arange(400) % 4                                     # 2014..2017
     meta = pd.DataFrame({"uid": uids + ["nothex", random_uids(1, seed=5)[0]],
-                         "url": [f"http://x/{i}" for i in range(402)], "text": ["c"] * 402})
+                         "url": [f"http://x.example/{i}" for i in range(402)], "text": ["c"] * 402})
     folder = tmp_path / "uid_years"
     folder.mkdir()
     for y in range(2014, 2018):
@@ -166,7 +169,7 @@ def test_key_to_year_from_uid_files_and_tables(tmp_path):
 def test_presets_end_to_end(tmp_path):
     yfcc = pd.DataFrame({"photoid": [1, 2, 3, 4], "dateuploaded": [1420070400, 1451606400, 1262304000, None],
                          "title": ["a", "b", "c", "d"], "description": ["", "", "", ""],
-                         "downloadurl": [f"http://y/{i}.jpg" for i in range(4)]})
+                         "downloadurl": [f"http://y.example/{i}.jpg" for i in range(4)]})
     yfcc.to_parquet(tmp_path / "y.parquet", index=False)
     redcaps = {"info": {}, "annotations": [
         {"image_id": f"r{i}", "author": "u", "url": f"https://i.redd.it/{i}.jpg", "raw_caption": "X", "caption": "x",
@@ -182,3 +185,73 @@ def test_presets_end_to_end(tmp_path):
         assert prepared["timestamp"].tolist() == ["2015-01-01T00:00:00Z", "2016-01-01T00:00:00Z"]
         assert summary["excluded"]["outside_steps"] == 1
     assert prepared["sample_id"].tolist() == ["r0", "r1"]
+
+
+# --------------------------------------------------------------------------- the download policy
+
+REFUSED = {  # row -> (url, reason, words the detail must hold)
+    10: ("file:///etc/passwd", "url_scheme_refused", "'file'"),
+    11: ("ftp://ftp.example/a.jpg", "url_scheme_refused", "'ftp'"),
+    12: ("data:image/png;base64,iVBORw0KGgo=", "url_scheme_refused", "'data'"),
+    13: ("http://127.0.0.1:8000/a.jpg", "url_host_refused", "loopback"),
+    14: ("http://169.254.169.254/latest/meta-data/", "url_host_refused", "link-local"),
+    15: ("https://10.1.2.3/a.jpg", "url_host_refused", "private"),
+    16: ("http://[::1]/a.jpg", "url_host_refused", "loopback"),
+    17: ("http://user@localhost/a.jpg", "url_host_refused", "loopback name"),
+    18: ("http://[::1/a.jpg", "url_malformed", "unclosed"),
+    19: ("just some words", "url_malformed", "no scheme"),
+}
+
+
+def with_refused_urls(meta: pd.DataFrame) -> pd.DataFrame:
+    meta = meta.copy()
+    for i, (url, _, _) in REFUSED.items():
+        meta.loc[i, "url"] = url
+    meta.loc[2, "url"] = " \t "              # blank: missing_url, not url_malformed
+    return meta
+
+
+def test_refused_urls_are_quarantined_with_their_reason_and_counted():
+    meta = with_refused_urls(metadata())
+    prepared, excluded, summary = build(meta)
+    assert summary["rows_in"] == len(meta) == len(prepared) + len(excluded)
+    assert summary["rows_prepared"] + sum(summary["excluded"].values()) == len(meta)
+    got = excluded.set_index("id")
+    for i, (url, reason, words) in REFUSED.items():
+        row = got.loc[f"k{i:06d}"]
+        assert (row["url"], row["reason"]) == (url, reason), i
+        assert words in row["reason_detail"], (i, row["reason_detail"])
+    assert not prepared["url"].isin([u for u, _, _ in REFUSED.values()]).any()
+    expected = expected_reasons(meta)
+    # the refused rows take precedence over their other reasons (outside_steps for 2013 rows)
+    refused_outside = sum(1 for i in REFUSED if (2013 + i % 7) in (2013, 2019))
+    expected["outside_steps"] -= refused_outside
+    for reason in ("url_scheme_refused", "url_host_refused", "url_malformed"):
+        expected[reason] = sum(r == reason for _, r, _ in REFUSED.values())
+    assert summary["excluded"] == expected
+    assert excluded["reason"].value_counts().to_dict() == {k: v for k, v in expected.items() if v}
+    assert excluded["reason_detail"].notna().sum() == len(REFUSED)     # only refusals have a detail
+
+
+def test_a_refused_row_does_not_claim_its_id():
+    """Row 9 repeats row 8's id; with row 8's URL refused, row 9 is the one kept."""
+    meta = metadata()
+    meta.loc[8, "url"] = "http://192.168.0.10/x.jpg"
+    prepared, excluded, summary = build(meta)
+    assert excluded.loc[excluded["id"] == "k000008", "reason"].tolist() == ["url_host_refused"]
+    assert summary["excluded"]["duplicate_id"] == 0 and "k000008" in set(prepared["sample_id"])
+
+
+def test_allowing_private_hosts_and_other_schemes():
+    meta = with_refused_urls(metadata())
+    _, excluded, summary = build(meta, url_policy={"allow_private_hosts": True})
+    assert summary["excluded"]["url_host_refused"] == 0 and summary["excluded"]["url_scheme_refused"] == 3
+    assert summary["url_policy"]["allow_private_hosts"] is True
+    _, _, summary = build(meta, url_policy={"allowed_schemes": ["HTTP", "https", "ftp"]})
+    assert summary["excluded"]["url_scheme_refused"] == 2 and summary["excluded"]["url_host_refused"] == 5
+    assert summary["url_policy"]["allowed_schemes"] == ["http", "https", "ftp"]
+
+
+def test_reason_detail_is_a_column_the_metadata_may_not_have():
+    with pytest.raises(ValueError, match="already has column.*reason_detail"):
+        build(metadata(n=50).assign(reason_detail="x"))

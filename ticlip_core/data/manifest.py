@@ -2,7 +2,9 @@
 
 ``build_manifest`` keeps every input row: a row either lands in ``prepared`` (a declared
 step and a train/val/test split) or in ``excluded`` with the reason, and the summary counts
-both. The split is ``bucketing.split_of_key(sample_id, ...)``, so it never changes between
+both. URLs the download policy refuses (``url_policy``: schemes other than http/https,
+loopback, private and link-local hosts, malformed URLs) are excluded here, before img2dataset
+sees them. The split is ``bucketing.split_of_key(sample_id, ...)``, so it never changes between
 runs and matches the bucketing of synthetic data.
 """
 from __future__ import annotations
@@ -19,43 +21,56 @@ from .bucketing import SPLITS, Step, split_indices
 from .timestamps import (MISSING, NAT, STR_DTYPE, UNITS, UNPARSEABLE, arrow_strings, key_strings, np_bool,
                          parse_to_ns, years_to_timestamps)
 from .uid_years import read_key_year_table, read_uid_year_files, years_of_uids
+from .url_policy import REFUSAL_REASONS, UrlPolicy, refusal_codes
 
 # In order of precedence: a row gets the first reason that applies.
-REASONS = ("missing_url", "missing_id", MISSING, UNPARSEABLE, "no_year_for_key", "duplicate_id",
-           "outside_steps")
+REASONS = ("missing_url", *REFUSAL_REASONS, "missing_id", MISSING, UNPARSEABLE, "no_year_for_key",
+           "duplicate_id", "outside_steps")
 ADDED_COLUMNS = ("timestamp", "sample_id", "step", "split")
 _UID_FILE_SUFFIXES = (".npy",)
 _TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv")
 
 
 def build_manifest(metadata: pd.DataFrame, *, steps: list[Step], columns: dict, timestamp: dict,
-                   val_fraction: float, test_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+                   val_fraction: float, test_fraction: float,
+                   url_policy: UrlPolicy | Mapping | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Assign each metadata row a step and split, or a reason for leaving it out.
 
     ``columns`` = ``{"url": ..., "caption": ..., "id": ... or None}`` names input columns;
     ``timestamp`` = ``{"column": ... or None, "unit": "auto", "key_to_year": None | uid year
     files (directory, ``.npy`` path or ``{year: path}``) | key/year table path}``. With
     ``key_to_year`` the id column is looked up and the timestamp is Jan 1 of its year (UTC).
+    ``url_policy`` says which URLs may be downloaded: a ``UrlPolicy``, or ``data.download``
+    options (``allowed_schemes``, ``allow_private_hosts``, ``resolve_hostnames``); None is
+    the default policy (http/https to public hosts only; see ``url_policy.py``).
 
     Returns ``(prepared, excluded, summary)``. ``prepared`` holds the rows in a declared step,
     in input order, with all input columns plus ``timestamp`` (``YYYY-MM-DDTHH:MM:SSZ``; an
     input column of that name is kept as ``timestamp_raw``), ``sample_id`` (the id, or the url
     without an id column), ``step`` and ``split``. ``excluded`` holds every other row with a
     ``reason`` (see ``REASONS``; the first occurrence of a repeated id among rows with a usable
-    timestamp is kept, the later ones are ``duplicate_id``). ``summary`` has ``rows_in``,
+    timestamp is kept, the later ones are ``duplicate_id``) and a ``reason_detail`` (why the
+    URL policy refused the URL, e.g. ``host 169.254.169.254 is not a public address
+    (link-local)``; null for the other reasons). ``summary`` has ``rows_in``,
     ``rows_prepared``, ``excluded`` (count per reason), ``steps`` (``{rows, train, val, test}``
-    per step) and ``years_found`` ([min, max] year of the usable timestamps). Raises
+    per step), ``years_found`` ([min, max] year of the usable timestamps) and ``url_policy``
+    (the policy applied). Raises
     ``ValueError`` for missing columns, a bad configuration, or a declared step left without
     training rows.
     """
     url_col, id_col = columns.get("url"), columns.get("id")
+    policy = url_policy if isinstance(url_policy, UrlPolicy) else UrlPolicy.from_options(url_policy)
     ts_col, unit, key_to_year = timestamp.get("column"), timestamp.get("unit") or "auto", timestamp.get("key_to_year")
     _check_config(metadata, steps, columns, ts_col, unit, key_to_year, val_fraction, test_fraction)
     n = len(metadata)
     # reason per row as an index into (None,) + REASONS; 0 = no reason (yet)
     reason = np.zeros(n, np.int8)
 
-    _set_reason(reason, _blank(arrow_strings(metadata[url_col])), "missing_url")
+    urls = arrow_strings(metadata[url_col])
+    _set_reason(reason, _blank(urls), "missing_url")
+    refused, detail = _refused_urls(urls, policy)
+    free = reason == 0
+    reason[free] = refused[free]
     sample_id = key_strings(metadata[id_col] if id_col else metadata[url_col])
     if id_col:
         _set_reason(reason, _blank(arrow_strings(sample_id)), "missing_id")
@@ -80,9 +95,12 @@ def build_manifest(metadata: pd.DataFrame, *, steps: list[Step], columns: dict, 
     prepared = _prepared_frame(metadata, keep, ns[keep], kept_ids, steps, step_idx[keep], split_idx)
     excluded = metadata.loc[~keep].reset_index(drop=True)
     excluded["reason"] = np.array((None,) + REASONS, dtype=object)[reason[~keep]]
+    is_refusal = np.isin(reason[~keep], [REASONS.index(r) + 1 for r in REFUSAL_REASONS])
+    excluded["reason_detail"] = pd.Series(np.where(is_refusal, detail[~keep], None), dtype=STR_DTYPE)
     assert len(prepared) + len(excluded) == n, "build_manifest lost rows"
 
     summary = _summary(n, reason, steps, step_idx[keep], split_idx, year[usable])
+    summary["url_policy"] = policy.as_dict()
     _check_steps_have_data(summary)
     return prepared, excluded, summary
 
@@ -115,8 +133,7 @@ def _check_config(metadata: pd.DataFrame, steps: list[Step], columns: dict, ts_c
                          f"columns present: {', '.join(map(str, metadata.columns))}")
     clash = [c for c in ("sample_id", "step", "split", "timestamp_raw")
              if c in metadata.columns and not (c == "sample_id" and columns.get("id") == "sample_id")]
-    if "reason" in metadata.columns:
-        clash.append("reason")
+    clash += [c for c in ("reason", "reason_detail") if c in metadata.columns]
     if clash:
         raise ValueError(f"build_manifest: the metadata already has column(s) {', '.join(clash)}, "
                          "which the manifest adds; rename them first")
@@ -126,6 +143,15 @@ def _blank(arr: pa.Array) -> np.ndarray:
     """Null, empty or whitespace-only strings."""
     trimmed = pc.utf8_trim_whitespace(arr)
     return np_bool(pc.or_kleene(pc.is_null(trimmed), pc.equal(pc.utf8_length(trimmed), 0)))
+
+
+def _refused_urls(urls: pa.Array, policy: UrlPolicy) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the REASONS code (+1; 0 = allowed or missing) and the detail of a refused URL."""
+    codes, verdicts = refusal_codes(urls, policy)
+    code_of = np.array([REASONS.index(v.reason) + 1 if v else 0 for v in verdicts] + [0], dtype=np.int8)
+    detail_of = np.empty(len(verdicts) + 1, dtype=object)
+    detail_of[:len(verdicts)] = [v.detail if v else None for v in verdicts]
+    return code_of[codes], detail_of[codes]
 
 
 def _set_reason(reason: np.ndarray, mask: np.ndarray, name: str) -> None:
