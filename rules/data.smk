@@ -54,6 +54,7 @@ else:
             spec=METADATA_SPEC,
             split=config["data"]["split"],
             patterns=config["data"]["metadata"],
+            url_policy=subset(config["data"]["download"], ["allowed_schemes", "allow_private_hosts", "resolve_hostnames"]),
         conda:
             "../envs/ticlip.yaml"
         log:

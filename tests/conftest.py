@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny synthetic world, bucketed, and a validated micro config."""
+import os
 from pathlib import Path
 
 import pytest
@@ -6,6 +7,8 @@ import yaml
 from snakemake.utils import validate
 
 ROOT = Path(__file__).resolve().parents[1]
+# img2dataset imports albumentations, which would ask PyPI for a newer version of itself
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
 def micro_config(**train) -> dict:

@@ -51,6 +51,7 @@ def test_clclip_jobs_read_their_own_keys():
     assert clclip_base_job(micro_config(weight_decay=0.3)) != base  # not replaced: it is read
     ft, imm = clclip_method_job(cfg, "ft"), clclip_method_job(cfg, "imm")
     assert "grids" not in ft["clclip"] and set(imm["clclip"]["grids"]) == {"alpha"}
+    assert ft["clclip"]["method_options"] == {"ft": {}}  # run_method reads the (empty) entry
     assert set(clclip_method_job(cfg, "original")["clclip"]) == {"model", "templates", "retrieval_fold_size"}
     length, pseudo = clclip_ablation_job(cfg, "length"), clclip_ablation_job(cfg, "num_pseudo")
     assert set(length["clclip"]["ablations"]) == {"beta", "length", "caption_replay"}

@@ -76,7 +76,10 @@ def clclip_method_job(config: dict, method: str) -> dict:
         tuned = _tuned_hyperparameter(config, method)
         if tuned:
             paths.append(f"clclip.grids.{tuned}")
-    return subset(config, paths)
+    cfg = subset(config, paths)
+    if method != "original":  # a method without options reads an empty entry
+        cfg["clclip"].setdefault("method_options", {}).setdefault(method, {})
+    return cfg
 
 
 def clclip_ablation_job(config: dict, ablation: str) -> dict:
