@@ -4,7 +4,7 @@ Columns of the per-step table (one row per declared step, then ``no step`` and `
 
 =================  ==========================================================================
 rows_in            metadata rows (real data) or synthesised samples whose timestamp is in the step
-quarantined        rows with a missing or unparseable timestamp, an unknown key or a repeated id
+quarantined        rows with a missing or unparseable timestamp, an unknown key, a repeated id or a refused url
 outside_steps      rows with a good timestamp in no declared step
 downloaded         images img2dataset fetched and decoded (every synthetic sample)
 download_failed    rows img2dataset reported as failed (``status`` other than ``success``)
