@@ -19,6 +19,41 @@ def micro_config(**train) -> dict:
     return cfg
 
 
+class LoopbackImageServer:
+    """Serves ``files`` (path -> bytes, as JPEG) on 127.0.0.1; any other path is a 404. Logs the
+    paths asked in ``requests``. ``url`` is its base address; ``close()`` stops it."""
+
+    def __init__(self, files: dict[str, bytes]):
+        import http.server
+        import threading
+
+        self.files, self.requests = files, []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append(self.path)
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
 def planned_jobs(command: list[str], overlay: dict, tmp_path: Path) -> dict[str, int]:
     """Jobs (rule -> count, the target rule ``all`` left out) that a dry-run of ``command`` plans
     after ``overlay`` is given as one more config file: what a config edit would rerun."""

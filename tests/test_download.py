@@ -3,13 +3,11 @@ rule running img2dataset against it, bucketing and the data report; then an inte
 download resumed without fetching finished shards again. (The loopback server needs
 ``data.download.allow_private_hosts``: the default policy refuses loopback URLs.) Also, fast:
 the options ``download_shards`` gives img2dataset."""
-import http.server
 import io
 import json
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pandas as pd
@@ -17,42 +15,12 @@ import pytest
 import yaml
 from PIL import Image
 
+from conftest import LoopbackImageServer
 from ticlip_core.data.bucketing import split_of_key
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = ["2014", "2015", "2016"]
 SPLIT = {"val_fraction": 0.1, "test_fraction": 0.25}
-
-
-class _Server:
-    """Serves ``files`` (path -> bytes) on 127.0.0.1; any other path is a 404. Logs requests."""
-
-    def __init__(self, files: dict[str, bytes]):
-        self.files, self.requests = files, []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                server.requests.append(self.path)
-                body = server.files.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "image/jpeg")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
 
 
 def _jpeg(i: int) -> bytes:
@@ -104,7 +72,7 @@ def world(tmp_path_factory):
     test_i = next(i for i in range(72) if expect[i] == ("ok", "2015") and splits[i] == "test")
     train_i = next(i for i in range(72) if expect[i] == ("ok", "2015") and splits[i] == "train")
     files[f"/img/{train_i}.jpg"] = files[f"/img/{test_i}.jpg"]
-    server = _Server(files)
+    server = LoopbackImageServer(files)
     meta["url"] = server.url + meta["url"]
     meta.to_parquet(tmp / "metadata.parquet")
     yield {"tmp": tmp, "meta": meta, "expect": expect, "splits": splits, "dup": train_i, "server": server}

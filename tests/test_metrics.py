@@ -1,4 +1,4 @@
-"""TiC metric formulas (DESIGN.md section 4) on hand-made evaluation matrices and rows."""
+"""TiC metric formulas (docs/metrics.md) on hand-made evaluation matrices and rows."""
 
 import math
 

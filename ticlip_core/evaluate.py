@@ -2,7 +2,7 @@
 
 Image features of each evaluation set are computed once per checkpoint and shared by the
 retrieval and classification tasks of that set. Output: long-format rows
-``study, method, train_step, task, eval_step, metric, value`` (DESIGN.md section 3).
+``study, method, train_step, task, eval_step, metric, value`` (docs/metrics.md).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """TiC-CLIP continual-learning metrics computed from long-format evaluation rows.
 
-Definitions (TiC-CLIP, Sec. "Evaluation metrics"; DESIGN.md section 4). With T ordered
+Definitions (TiC-CLIP, Sec. "Evaluation metrics"; docs/metrics.md). With T ordered
 steps, ``E[i][j]`` is the score of the model trained through step ``i`` on the evaluation
 set of step ``j``:
 

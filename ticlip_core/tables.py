@@ -3,7 +3,7 @@
 The DataFrames keep raw numbers (scores as fractions in [0, 1], compute in GMACs); only the
 markdown and LaTeX writers render scores as percentages with one decimal. Metric
 definitions are those of :mod:`ticlip_core.metrics` (TiC-CLIP Sec. "Evaluation metrics",
-DESIGN.md section 4).
+docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -286,7 +286,7 @@ def table_caption(df: pd.DataFrame) -> str:
         f"classification = {METRIC_TEXT.get(c, c)} (`{c}`); "
         f"static avg = mean over {static_txt} of the final model{final}. "
         "ID = mean_i E[i][i]; backward / forward = mean of E[i][j] over all j < i / j > i "
-        "(TiC-CLIP, DESIGN.md section 4). Compute and samples seen are totals over all steps; "
+        "(TiC-CLIP; docs/metrics.md). Compute and samples seen are totals over all steps; "
         "x budget = compute / (T x C samples' training compute); "
         f"{OVER_BUDGET_MARK} = over the compute-matched budget (Oracle by design, LwF by its teacher's "
         "forward passes, Patching by its alpha search)."

@@ -8,17 +8,16 @@
   img2dataset; an image over ``max_image_area`` is refused by img2dataset.
 
 ``download_shards`` and ``build_manifest`` are called directly (no Snakemake run)."""
-import http.server
 import io
 import logging
 import shutil
-import threading
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import LoopbackImageServer
 from ticlip_core.data.bucketing import parse_steps
 from ticlip_core.data.download import (DIGEST_FILE, download_inputs, download_shards, incomplete_dir, inputs_digest,
                                        recorded_digest, set_aside_if_stale)
@@ -41,28 +40,9 @@ def server():
     """127.0.0.1 serving /img/<i>.jpg (i < ROWS) and /big.jpg (200 x 100 pixels); logs the paths asked."""
     files = {f"/img/{i}.jpg": _jpeg(i) for i in range(ROWS)}
     files["/big.jpg"] = _jpeg(99, (200, 100))
-    requests = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            requests.append(self.path)
-            body = files.get(self.path)
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", requests
-    httpd.shutdown()
+    httpd = LoopbackImageServer(files)
+    yield httpd.url, httpd.requests
+    httpd.close()
 
 
 def _prepare(tmp: Path, urls: list[str], captions: list[str], **policy) -> tuple[Path, pd.DataFrame, dict]:

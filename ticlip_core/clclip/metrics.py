@@ -1,4 +1,4 @@
-"""CL-CLIP metrics (Ding et al., Sec. VI-A; DESIGN.md section 4).
+"""CL-CLIP metrics (Ding et al., Sec. VI-A; docs/metrics.md).
 
 Accuracy matrix convention: ``A[i][j]`` is the accuracy on session ``j``'s classes (update-task
 test crops of those classes) after training session ``i``, for ``S`` sessions (0-based; NaN
@@ -103,7 +103,7 @@ def bwt(A) -> float:
 
     Ding et al.'s formula (after GEM): the mean change of accuracy on each earlier session's
     classes between just after it was trained and after the last session; negative means
-    forgetting. (The authors' code divides by S; DESIGN.md follows the paper.) S >= 2.
+    forgetting. (The authors' code divides by S; docs/metrics.md follows the paper.) S >= 2.
     """
     A = _check_matrix(A)
     S = A.shape[0]

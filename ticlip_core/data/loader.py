@@ -1,7 +1,7 @@
 """Streaming webdataset pipelines for training and evaluation.
 
 Samples are decoded one at a time, so a bad sample is skipped and counted instead of
-failing the job (DESIGN.md, Principles): a corrupt image, a caption that is not UTF-8, a
+failing the job (README, "Bad input and interruption"): a corrupt image, a caption that is not UTF-8, a
 sample JSON that does not parse to an object, or a sample without its image or caption
 (``SKIP_REASONS``). Each batch carries the number skipped while it was assembled, in total
 and by reason, so the counts survive data-loader workers.
