@@ -54,29 +54,46 @@ class LoopbackImageServer:
         self.httpd.shutdown()
 
 
-def planned_jobs(command: list[str], overlay: dict, tmp_path: Path) -> dict[str, int]:
-    """Jobs (rule -> count, the target rule ``all`` left out) that a dry-run of ``command`` plans
-    after ``overlay`` is given as one more config file: what a config edit would rerun."""
+def run_together(commands: dict[str, list[str]], timeout: int = 300) -> dict[str, tuple[int, str]]:
+    """Run ``commands`` (name -> argv) at once; name -> (exit code, stdout + stderr)."""
     import subprocess
+    import tempfile
 
-    path = tmp_path / f"overlay_{abs(hash(yaml.safe_dump(overlay)))}.yaml"
-    path.write_text(yaml.safe_dump(overlay))
-    cmd = list(command)
-    at = cmd.index("--cores")  # config files come before --cores in the tests' commands
-    res = subprocess.run([*cmd[:at], str(path), *cmd[at:], "--dry-run", "--quiet", "rules"],
-                         capture_output=True, text=True, timeout=300)
-    out = res.stdout + res.stderr
-    assert res.returncode == 0, out[-3000:]
-    if "Nothing to be done" in out:
-        return {}
-    table = out.split("Job stats:")[1].split("total")[0]
-    jobs = {}
-    for line in table.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            jobs[parts[0]] = int(parts[1])
-    jobs.pop("all", None)
-    return jobs
+    procs = {}
+    for name, cmd in commands.items():
+        out = tempfile.TemporaryFile(mode="w+")
+        procs[name] = (subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True), out)
+    results = {}
+    for name, (proc, out) in procs.items():
+        code = proc.wait(timeout=timeout)
+        out.seek(0)
+        results[name] = (code, out.read())
+        out.close()
+    return results
+
+
+def planned_jobs(command: list[str], overlays: dict[str, dict], tmp_path: Path) -> dict[str, dict[str, int]]:
+    """For each named ``overlay``, the jobs (rule -> count, the target rule ``all`` left out) that a
+    dry-run of ``command`` plans with it given as one more config file: what that config edit
+    would rerun. The dry-runs run at once."""
+    at = command.index("--cores")  # config files come before --cores in the tests' commands
+    commands = {}
+    for i, (name, overlay) in enumerate(overlays.items()):
+        path = tmp_path / f"overlay_{i}.yaml"
+        path.write_text(yaml.safe_dump(overlay))
+        commands[name] = [*command[:at], str(path), *command[at:], "--dry-run", "--quiet", "rules"]
+    planned = {}
+    for name, (code, out) in run_together(commands).items():
+        assert code == 0, out[-3000:]
+        jobs = {}
+        if "Nothing to be done" not in out:
+            for line in out.split("Job stats:")[1].split("total")[0].splitlines():
+                parts = line.split()
+                if len(parts) == 2 and parts[1].isdigit():
+                    jobs[parts[0]] = int(parts[1])
+        jobs.pop("all", None)
+        planned[name] = jobs
+    return planned
 
 
 @pytest.fixture(scope="session")

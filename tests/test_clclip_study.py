@@ -86,5 +86,6 @@ def test_a_clclip_training_edit_reruns_the_trained_methods_only(study, tmp_path)
     evaluation, its training (clclip.base), the task or the pool."""
     work = study.parents[1]
     methods = ["ft", "joint_ft", "lwf", "geodl", "imm", "rkr", "vr_lwf"]  # the default clclip.methods
-    assert planned_jobs(_command(work), {"clclip": {"train": {"lr": 0.0005}}}, tmp_path) == {
+    edit = {"clclip": {"train": {"lr": 0.0005}}}
+    assert planned_jobs(_command(work), {"lr": edit}, tmp_path)["lr"] == {
         "clclip_run": len(methods), "clclip_ablation": 2, "clclip_tables": 1}

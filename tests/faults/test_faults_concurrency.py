@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import run_together
 
 from ticlip_core.results_lock import LOCK_NAME, ResultsInUseError, hold_results_lock
 
@@ -44,19 +45,18 @@ def test_a_killed_holder_leaves_no_stale_lock(holder, tmp_path):
     assert (results / LOCK_NAME).is_file()
 
 
-def _snakemake(workdir: Path, results: Path, *extra: str) -> subprocess.CompletedProcess:
+def _snakemake(workdir: Path, results: Path, *extra: str) -> list[str]:
     workdir.mkdir()
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-         "--configfile", str(ROOT / "configs/micro.yaml"), "--config", f"results={results}", "--cores", "1",
-         *extra, "synthesize_static"], capture_output=True, text=True, timeout=120)
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+            "--configfile", str(ROOT / "configs/micro.yaml"), "--config", f"results={results}", "--cores", "1",
+            *extra, "synthesize_static"]
 
 
 def test_a_second_workflow_run_on_the_same_results_is_refused_before_any_job(holder, tmp_path):
     results, proc = holder
-    dry = _snakemake(tmp_path / "elsewhere_dry", results, "--dry-run")
-    assert dry.returncode == 0  # planning reads nothing and writes nothing: allowed
-    run = _snakemake(tmp_path / "elsewhere", results)
-    out = run.stdout + run.stderr
-    assert run.returncode != 0 and f"results folder '{results}' is in use by another ticlip run" in out, out[-2000:]
+    done = run_together({"dry": _snakemake(tmp_path / "elsewhere_dry", results, "--dry-run"),
+                         "run": _snakemake(tmp_path / "elsewhere", results)}, timeout=120)
+    assert done["dry"][0] == 0, done["dry"][1][-2000:]  # planning reads nothing and writes nothing: allowed
+    code, out = done["run"]
+    assert code != 0 and f"results folder '{results}' is in use by another ticlip run" in out, out[-2000:]
     assert sorted(p.name for p in results.iterdir()) == [LOCK_NAME]  # the refused run wrote nothing

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import copy
 
-from ..train import train_step
-
 BASE_STEP = "base"
 TRAIN_KEYS = ("budget_samples", "batch_size", "lr")  # clclip.base keys that override train.*
 
@@ -26,6 +24,8 @@ def train_base(config: dict, *, shards: list[str], out_model: str, out_log: str,
     """Contrastively train the original CLIP from scratch on ``shards`` for ``clclip.base.budget_samples``
     samples (open_clip's ClipLoss); writes the checkpoint, the training log and compute record.
     ``config`` is already the base model's (``base_config``, as the workflow's job config is)."""
+    from ..train import train_step  # here, not at the top: the DAG builder reads base_config without torch
+
     if not shards:
         raise ValueError("clclip base model: the base pool has no training shards")
     return train_step(config, method_name="sequential", step=BASE_STEP,
