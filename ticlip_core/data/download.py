@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from .layout import file_sha256
+
 log = logging.getLogger(__name__)
 
 # Not ``*.json``: img2dataset's incremental mode reads every ``*.json`` in the folder as a
@@ -55,11 +57,7 @@ def download_inputs(prepared: str | Path, *, url_col: str, caption_col: str, opt
     that change the output (``OUTPUT_OPTIONS``, defaults filled in)."""
     from importlib.metadata import version
 
-    digest = hashlib.sha256()
-    with open(prepared, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return {"prepared_sha256": digest.hexdigest(), "url_col": url_col, "caption_col": caption_col,
+    return {"prepared_sha256": file_sha256(prepared), "url_col": url_col, "caption_col": caption_col,
             "options": {k: options.get(k, DEFAULTS.get(k)) for k in OUTPUT_OPTIONS},
             "img2dataset": version("img2dataset")}
 
