@@ -4,7 +4,7 @@ Usage: python benchmarks/bench_gpu_train.py [--model ViT-B-32] [--batch 256] [--
        [--precision bf16] [--no-compile]
 
 Random images and token ids (the model's cost, not the data loader's), the pipeline's fast paths
-(``ticlip_core.speed``: bf16 autocast, TF32, channels-last, optional torch.compile), fused AdamW
+(``ticlip_core.engine.speed``: bf16 autocast, TF32, channels-last, optional torch.compile), fused AdamW
 and open_clip's ClipLoss; LwF adds the frozen teacher's forward pass and the similarity-matrix KL
 (``ticlip_core.losses``). Prints, as JSON, the median samples/s over the repeats (after warm-up
 iterations) and the peak GPU memory of each. Needs CUDA; exits with a message otherwise.
@@ -25,7 +25,7 @@ import torch
 def run(model_name: str, batch: int, iters: int, repeats: int, tcfg: dict, lwf: bool) -> dict:
     from ticlip_core.losses import similarity_distillation_loss, similarity_logits
     from ticlip_core.models import create_model
-    from ticlip_core.speed import autocast, prepare_images, prepare_model
+    from ticlip_core.engine.speed import autocast, prepare_images, prepare_model
 
     device = torch.device("cuda")
     model, *_ = create_model(model_name, None, device=device)

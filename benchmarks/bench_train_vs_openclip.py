@@ -18,7 +18,7 @@ Method
    streams in-process; open_clip_train gets ``--workers 0``). The order alternates from one
    repeat to the next (ours first, then theirs first, ...) so that drift hits both equally.
 
-   * ticlip: ``ticlip_core.train.train_step(method_name="sequential")`` on one step, with the
+   * ticlip: ``ticlip_core.tic.train.train_step(method_name="sequential")`` on one step, with the
      repository's ``config.yaml`` validated against the schema and ``train.log_every: 1``.
    * open_clip_train: ``open_clip_train.main.main`` through a wrapper that first registers the
      project's model configs, with ``--log-every-n-steps 1``, no validation, no zero-shot
@@ -183,7 +183,7 @@ def run_ticlip(work: Path, tars: list[str], args: argparse.Namespace, tag: str) 
 
 def ticlip_worker(spec_path: str) -> None:
     """Body of the ticlip process: ``train_step`` on the benchmark shards with the given config."""
-    from ticlip_core.train import train_step
+    from ticlip_core.tic.train import train_step
 
     spec = json.loads(Path(spec_path).read_text())
     out = Path(spec["out"])

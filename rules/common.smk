@@ -8,9 +8,9 @@ from ticlip_core.data.source import metadata_spec
 from ticlip_core.clclip.methods import available_methods as clclip_methods
 from ticlip_core.config_checks import check_config
 from ticlip_core.job_config import subset, clclip_ablation_job, clclip_base_job, clclip_method_job, evaluate_job, train_job
-from ticlip_core.methods import available_methods, get_method
+from ticlip_core.tic.methods import available_methods, get_method
 from ticlip_core.resources import job_resources
-from ticlip_core.runs import ablation_runs, tic_runs
+from ticlip_core.tic.runs import ablation_runs, tic_runs
 
 RESULTS = config["results"]
 DATA = f"{RESULTS}/data/{config['data']['name']}"

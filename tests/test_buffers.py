@@ -1,10 +1,10 @@
 """Replay buffers of Cumulative-Exp and -Equal: exact composition, distinct keys, the training stream."""
 import pytest
 
-from ticlip_core.buffers import draw_replay, equal_allocation, exp_allocation, shard_keys
+from ticlip_core.tic.buffers import draw_replay, equal_allocation, exp_allocation, shard_keys
 from ticlip_core.data.bucketing import step_shards
 from ticlip_core.data.loader import PixelSpec, train_batches
-from ticlip_core.methods import get_method
+from ticlip_core.tic.methods import get_method
 
 STEPS = ["2014-2016", "2017", "2018", "2019", "2020", "2021"]
 D = 1000

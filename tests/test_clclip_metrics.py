@@ -9,7 +9,7 @@ import torch
 
 from ticlip_core.clclip.metrics import (a_acc, accuracy_matrix, bwt, recall_at_k, recall_folds,
                                         session_accuracies, ut_acc_mst, ut_acc_ost)
-from ticlip_core.evaluate import recall_at_k as paired_recall_at_k
+from ticlip_core.tic.evaluate import recall_at_k as paired_recall_at_k
 from ticlip_core.retrieval import NonFiniteFeaturesError
 
 NAN = float("nan")

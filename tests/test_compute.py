@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from ticlip_core.compute import forward_macs_per_sample
+from ticlip_core.engine.compute import forward_macs_per_sample
 from ticlip_core.data.loader import PixelSpec
 from ticlip_core.models import create_model
 

@@ -6,7 +6,7 @@ import torch
 
 from conftest import micro_config
 from ticlip_core.data.bucketing import step_shards
-from ticlip_core.launch import run_training
+from ticlip_core.engine.launch import run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 # Tolerance. The all-reduce sums gradients in another order than one process does, and Adam's
@@ -32,7 +32,7 @@ def _vector(state: dict) -> torch.Tensor:
 
 def test_two_processes_match_one_with_the_same_global_batch(tiny_world, tmp_path):
     from ticlip_core.models import create_model
-    from ticlip_core.train import derived_seed
+    from ticlip_core.tic.train import derived_seed
 
     one = _job(tiny_world, tmp_path / "one", data_split="samples")
     # the weights both runs start from (train_step seeds each step's initialisation alike)
@@ -57,7 +57,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tiny_world, tmp_path
 
 
 def test_an_uneven_split_is_refused_before_any_process_starts(tiny_world, tmp_path, monkeypatch):
-    from ticlip_core.train import train_step
+    from ticlip_core.tic.train import train_step
 
     job = _job(tiny_world, tmp_path / "odd")
     job["config"]["train"]["budget_samples"] = 95

@@ -7,9 +7,9 @@ from conftest import micro_config
 from ticlip_core.data.bucketing import assign_steps, parse_steps, step_shards, write_step_shards
 from ticlip_core.data.shards import read_shard_metadata
 from ticlip_core.data.synthetic import synthesize_world
-from ticlip_core.evaluate import encode_eval_set, recall_at_k
+from ticlip_core.tic.evaluate import encode_eval_set, recall_at_k
 from ticlip_core.models import create_model, load_checkpoint
-from ticlip_core.train import train_step
+from ticlip_core.tic.train import train_step
 
 POOL = 100
 MARGIN = 0.8  # last-step Recall@1 must be at most 80% of the first step's (measured: 0.51)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from ticlip_core.evaluate import NonFiniteFeaturesError, recall_at_k, zero_shot_accuracy
+from ticlip_core.tic.evaluate import NonFiniteFeaturesError, recall_at_k, zero_shot_accuracy
 from ticlip_core.retrieval import dot_scores, topk_credit
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 from conftest import micro_config
 from ticlip_core.job_config import (clclip_ablation_job, clclip_base_job, clclip_method_job, evaluate_job,
                                     subset, train_job)
-from ticlip_core.runs import Run
+from ticlip_core.tic.runs import Run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def test_building_every_job_config_imports_no_torch():
 
     code = ("import sys, yaml; from snakemake.utils import validate\n"
             "from ticlip_core import job_config as j, config_checks\n"
-            "from ticlip_core.runs import tic_runs\n"
+            "from ticlip_core.tic.runs import tic_runs\n"
             "cfg = yaml.safe_load(open('config.yaml')); validate(cfg, 'ticlip_core/schemas/config.schema.yaml')\n"
             "config_checks.check_config(cfg)\n"
             "[j.train_job(cfg, r, t) for r in tic_runs(cfg).values() for t in range(len(cfg['tic']['steps']))]\n"

@@ -3,7 +3,7 @@ budget is exact, every sample is reached, and the batches are the same every tim
 import pytest
 import torch
 
-from ticlip_core.buffers import shard_keys
+from ticlip_core.tic.buffers import shard_keys
 from ticlip_core.data.bucketing import step_shards
 from ticlip_core.data.loader import PixelSpec, train_batches
 

@@ -5,16 +5,16 @@ import json
 import pytest
 import torch
 
-import ticlip_core.evaluate
+import ticlip_core.tic.evaluate
 from conftest import micro_config
 from ticlip_core.data.bucketing import step_shards
 from ticlip_core.data.loader import PixelSpec, train_batches
-from ticlip_core.interpolation import interpolate_state_dicts
+from ticlip_core.engine.weights import interpolate_state_dicts
 from ticlip_core.losses import similarity_distillation_loss
-from ticlip_core.methods import get_method
-from ticlip_core.methods.patching import Patching
+from ticlip_core.tic.methods import get_method
+from ticlip_core.tic.methods.patching import Patching
 from ticlip_core.models import create_model
-from ticlip_core.train import StepContext, train_step
+from ticlip_core.tic.train import StepContext, train_step
 
 STEPS = ["2014", "2015", "2016"]
 
@@ -102,13 +102,13 @@ def test_patching_alpha_zero_keeps_the_previous_patched_model(tiny_world, tmp_pa
 def _spy_on_validation(monkeypatch):
     """Every shard the alpha search encodes, and the number of samples of each encoding."""
     read, samples = [], []
-    real = ticlip_core.evaluate.encode_eval_set
+    real = ticlip_core.tic.evaluate.encode_eval_set
     def spy(model, tokenizer, shards, *args, **kwargs):
         read.extend(shards)
         enc = real(model, tokenizer, shards, *args, **kwargs)
         samples.append(len(enc.meta))
         return enc
-    monkeypatch.setattr(ticlip_core.evaluate, "encode_eval_set", spy)
+    monkeypatch.setattr(ticlip_core.tic.evaluate, "encode_eval_set", spy)
     return read, samples
 
 

@@ -1,8 +1,8 @@
 """Each method's data selection, initialisation and budget, and the registry itself."""
 import pytest
 
-from ticlip_core.methods import REGISTRY, available_methods, get_method, register
-from ticlip_core.methods.base import Method
+from ticlip_core.tic.methods import REGISTRY, available_methods, get_method, register
+from ticlip_core.tic.methods.base import Method
 
 STEPS = ["2014-2016", "2017", "2018", "2019"]
 

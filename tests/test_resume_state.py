@@ -3,7 +3,7 @@ workflow): unusable states are set aside, and the fingerprint covers the step's 
 import torch
 
 from ticlip_core.data.layout import shards_digest, write_split_index
-from ticlip_core.train import _input_identity, load_resume_state, save_resume_state
+from ticlip_core.tic.train import _input_identity, load_resume_state, save_resume_state
 
 
 def test_an_unreadable_state_is_set_aside_with_a_warning(tmp_path, capsys):

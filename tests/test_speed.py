@@ -4,7 +4,7 @@ import torch
 
 from conftest import micro_config
 from ticlip_core.data.bucketing import step_shards
-from ticlip_core.train import train_step
+from ticlip_core.tic.train import train_step
 
 
 def _weights(tiny_world, tmp_path, tag, **switches):

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ticlip_core.figures import plot_compute_vs_performance, plot_eval_matrix, plot_step_curves
+from ticlip_core.tic.figures import plot_compute_vs_performance, plot_eval_matrix, plot_step_curves
 from ticlip_core.metrics import evaluation_matrix
-from ticlip_core.tables import (
+from ticlip_core.tic.tables import (
     SCORE_COLUMNS,
     TABLE_COLUMNS,
     compute_totals,

@@ -9,9 +9,9 @@ import webdataset as wds
 
 from conftest import micro_config
 from ticlip_core.data.bucketing import step_shards
-from ticlip_core.methods import REGISTRY, register
-from ticlip_core.methods.base import Method
-from ticlip_core.train import NonFiniteLossError, train_step
+from ticlip_core.tic.methods import REGISTRY, register
+from ticlip_core.tic.methods.base import Method
+from ticlip_core.tic.train import NonFiniteLossError, train_step
 
 
 def _run(cfg, tmp_path, shards, method="sequential", step="2014", init=None, tag="a"):

@@ -68,7 +68,7 @@ def check_model(model: dict, key: str) -> None:
 
 def check_clclip_method_options(options: dict) -> None:
     """Each ``clclip.method_options`` entry must name a registered method and only its options."""
-    from .clclip.methods import available_methods, get_method
+    from ticlip_core.clclip.methods import available_methods, get_method
 
     for method, opts in options.items():
         if method not in available_methods():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 
-from .runs import Run
+from ticlip_core.tic.runs import Run
 
 
 def subset(config: dict, paths: list[str]) -> dict:
@@ -39,7 +39,7 @@ def train_job(config: dict, run: Run, step_index: int) -> dict:
     """What one TiC training job reads: seed, model, steps, the train block with the run's
     overrides applied, the method's options, and what the method's hooks read at this step
     (``Method.config_paths``, e.g. Patching's evaluation settings for its alpha search)."""
-    from .methods import get_method
+    from ticlip_core.tic.methods import get_method
 
     method = get_method(run.method, **config.get("methods", {}).get(run.method, {}))
     cfg = subset(config, ["seed", "model", "train", "tic.steps", f"methods.{run.method}",
@@ -61,7 +61,7 @@ def clclip_base_job(config: dict) -> dict:
     """What the CL-CLIP original model's training job reads: TiC's training loop, one step from
     scratch, with ``clclip.base`` over ``train`` (so an edit of ``train.lr``, which the base's own
     ``lr`` replaces, does not retrain it)."""
-    from .clclip.base_model import base_config
+    from ticlip_core.clclip.base_model import base_config
 
     return subset(base_config(config), ["seed", "model", "train", "tic.steps", "methods.sequential"])
 
@@ -95,6 +95,6 @@ def clclip_ablation_job(config: dict, ablation: str) -> dict:
 
 
 def _tuned_hyperparameter(config: dict, method: str) -> str | None:
-    from .clclip.methods import get_method
+    from ticlip_core.clclip.methods import get_method
 
     return get_method(method, **config["clclip"]["method_options"].get(method, {})).hyperparameter

@@ -14,7 +14,7 @@ from pathlib import Path
 import open_clip
 import torch
 
-from .config_checks import check_model, is_local_checkpoint
+from ticlip_core.config_checks import check_model, is_local_checkpoint
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 _registered = False

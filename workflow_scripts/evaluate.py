@@ -6,7 +6,7 @@ import torch
 from ticlip_core.class_labels import key_table_labels, shard_dir_labels, synthetic_labels
 from ticlip_core.data import world
 from ticlip_core.data.layout import step_shards
-from ticlip_core.evaluate import SYNTHETIC_STATIC, evaluate_checkpoint
+from ticlip_core.tic.evaluate import SYNTHETIC_STATIC, evaluate_checkpoint
 from ticlip_core.models import create_model, load_checkpoint
 from ticlip_core.workflow_io import logged
 

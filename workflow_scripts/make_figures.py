@@ -1,7 +1,7 @@
 """Entry point: evaluation rows and Table 2 -> heatmaps, per-step curves, compute vs performance."""
 import pandas as pd
 
-from ticlip_core.figures import plot_compute_vs_performance, plot_eval_matrix, plot_step_curves
+from ticlip_core.tic.figures import plot_compute_vs_performance, plot_eval_matrix, plot_step_curves
 from ticlip_core.metrics import evaluation_matrix, task_primary_metric
 from ticlip_core.workflow_io import logged
 

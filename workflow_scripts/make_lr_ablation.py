@@ -1,7 +1,7 @@
 """Entry point: the LR ablation's evaluation rows and compute records -> its table."""
 from pathlib import Path
 
-from ticlip_core.tables import lr_ablation_table, read_compute_records, read_eval_rows, write_table
+from ticlip_core.tic.tables import lr_ablation_table, read_compute_records, read_eval_rows, write_table
 from ticlip_core.workflow_io import logged
 
 with logged(snakemake.log[0]):

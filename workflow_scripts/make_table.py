@@ -1,7 +1,7 @@
 """Entry point: evaluation rows and compute records -> TiC-CLIP Table 2 and the per-step table."""
 from pathlib import Path
 
-from ticlip_core.tables import per_step_table, read_compute_records, read_eval_rows, tic_table, write_table
+from ticlip_core.tic.tables import per_step_table, read_compute_records, read_eval_rows, tic_table, write_table
 from ticlip_core.workflow_io import logged
 
 with logged(snakemake.log[0]):

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from ticlip_core.data.layout import step_shards
-from ticlip_core.launch import run_training
+from ticlip_core.engine.launch import run_training
 from ticlip_core.workflow_io import logged
 
 with logged(snakemake.log[0]):

@@ -10,12 +10,12 @@ import pytest
 import torch
 import webdataset as wds
 
-import ticlip_core.train as train_module
+import ticlip_core.tic.train as train_module
 from conftest import micro_config
 from ticlip_core.data.layout import ShardIntegrityError, step_shards, write_split_index
 from ticlip_core.data.loader import PixelSpec, eval_batches
 from ticlip_core.models import create_model, save_checkpoint
-from ticlip_core.train import train_step
+from ticlip_core.tic.train import train_step
 
 
 def _copy_split(tiny_world, tmp_path, step="2014", split="train"):

@@ -24,7 +24,7 @@ def train_base(config: dict, *, shards: list[str], out_model: str, out_log: str,
     """Contrastively train the original CLIP from scratch on ``shards`` for ``clclip.base.budget_samples``
     samples (open_clip's ClipLoss); writes the checkpoint, the training log and compute record.
     ``config`` is already the base model's (``base_config``, as the workflow's job config is)."""
-    from ..train import train_step  # here, not at the top: the DAG builder reads base_config without torch
+    from ticlip_core.tic.train import train_step  # here, not at the top: the DAG builder reads base_config without torch
 
     if not shards:
         raise ValueError("clclip base model: the base pool has no training shards")

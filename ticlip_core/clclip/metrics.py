@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..retrieval import recall_at_k as _recall_at_k
+from ticlip_core.retrieval import recall_at_k as _recall_at_k
 
 
 # ---------------------------------------------------------------------------------------------

@@ -44,12 +44,12 @@ import pyarrow as pa
 import torch
 from PIL import Image
 
-from ..data import world
-from ..data.bucketing import split_of_key
-from ..data.datasets import load_dataset
-from ..data.loader import PixelSpec
-from ..data.shards import ShardWriter
-from ..data.synthetic import (DEFAULTS as SYNTHETIC_DEFAULTS, encode_jpeg, fix_articles, process_pool,
+from ticlip_core.data import world
+from ticlip_core.data.bucketing import split_of_key
+from ticlip_core.data.datasets import load_dataset
+from ticlip_core.data.loader import PixelSpec
+from ticlip_core.data.shards import ShardWriter
+from ticlip_core.data.synthetic import (DEFAULTS as SYNTHETIC_DEFAULTS, encode_jpeg, fix_articles, process_pool,
                               render_sample)
 
 SETTINGS = ("ost", "mst")

@@ -11,11 +11,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..evaluate import build_classifier
-from ..data.loader import PixelSpec
-from ..retrieval import dot_scores, topk_credit
-from .methods.base import SessionContext
-from .metrics import recall_folds
+from ticlip_core.tic.evaluate import build_classifier
+from ticlip_core.data.loader import PixelSpec
+from ticlip_core.retrieval import dot_scores, topk_credit
+from ticlip_core.clclip.methods.base import SessionContext
+from ticlip_core.clclip.metrics import recall_folds
 
 
 def prompt_features(model, tokenizer, classnames: list[str], templates: list[str], device) -> torch.Tensor:

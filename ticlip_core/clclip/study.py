@@ -17,12 +17,12 @@ import copy
 import numpy as np
 import torch
 
-from ..models import create_model, load_checkpoint
-from .methods import get_method
-from .methods.base import SessionContext
-from .metrics import a_acc, bwt, ut_acc_mst
-from .protocol import load_classes, load_split, load_retrieval
-from .session import class_accuracy, retrieval_recalls, train_session
+from ticlip_core.models import create_model, load_checkpoint
+from ticlip_core.clclip.methods import get_method
+from ticlip_core.clclip.methods.base import SessionContext
+from ticlip_core.clclip.metrics import a_acc, bwt, ut_acc_mst
+from ticlip_core.clclip.protocol import load_classes, load_split, load_retrieval
+from ticlip_core.clclip.session import class_accuracy, retrieval_recalls, train_session
 
 SPLITS = {"val": ("update_val", "zs_val"), "test": ("update_test", "zs_test")}
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .layout import split_index_digest, step_shards  # noqa: F401 (re-exported: the steps' layout)
-from .timestamps import parse_timestamps
+from ticlip_core.data.layout import split_index_digest, step_shards  # noqa: F401 (re-exported: the steps' layout)
+from ticlip_core.data.timestamps import parse_timestamps
 
 SPLITS = ("train", "val", "test")
 _STEP_RE = re.compile(r"^(\d{4})(?:-(\d{4}))?$")
@@ -186,8 +186,8 @@ def write_step_shards(assigned: pd.DataFrame, shard_dir: str | Path, out_dir: st
     """
     import webdataset as wds
 
-    from .layout import write_split_index
-    from .shards import TAR_MTIME
+    from ticlip_core.data.layout import write_split_index
+    from ticlip_core.data.shards import TAR_MTIME
 
     check_split_counts(assigned)
     out_dir = Path(out_dir)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from .layout import file_sha256
+from ticlip_core.data.layout import file_sha256
 
 log = logging.getLogger(__name__)
 

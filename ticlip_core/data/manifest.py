@@ -17,11 +17,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .bucketing import SPLITS, Step, split_indices
-from .timestamps import (MISSING, NAT, STR_DTYPE, UNITS, UNPARSEABLE, arrow_strings, key_strings, np_bool,
+from ticlip_core.data.bucketing import SPLITS, Step, split_indices
+from ticlip_core.data.timestamps import (MISSING, NAT, STR_DTYPE, UNITS, UNPARSEABLE, arrow_strings, key_strings, np_bool,
                          parse_to_ns, years_to_timestamps)
-from .uid_years import read_key_year_table, read_uid_year_files, years_of_uids
-from .url_policy import REFUSAL_REASONS, UrlPolicy, refusal_codes
+from ticlip_core.data.uid_years import read_key_year_table, read_uid_year_files, years_of_uids
+from ticlip_core.data.url_policy import REFUSAL_REASONS, UrlPolicy, refusal_codes
 
 # In order of precedence: a row gets the first reason that applies.
 REASONS = ("missing_url", *REFUSAL_REASONS, "missing_id", MISSING, UNPARSEABLE, "no_year_for_key",

@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .timestamps import STR_DTYPE
+from ticlip_core.data.timestamps import STR_DTYPE
 
 # Named column layouts of public metadata. ``timestamp_column: None`` means the year comes
 # from a key-to-year mapping (TiC-DataComp's per-year uid files), not from a column.

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..figures import _new_figure, _save
+from ticlip_core.tic.figures import _new_figure, _save
 
 COLUMNS = ["step", "rows_in", "quarantined", "outside_steps", "downloaded", "download_failed",
            "deduplicated", "train", "val", "test", "caption_words_mean", "caption_words_median",

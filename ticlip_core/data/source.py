@@ -6,7 +6,7 @@ read with ``unit: auto``, the url as sample id).
 """
 from __future__ import annotations
 
-from .metadata import PRESETS
+from ticlip_core.data.metadata import PRESETS
 
 DEFAULT_COLUMNS = {"url": "url", "caption": "caption", "id": None}
 DEFAULT_TIMESTAMP = {"column": "timestamp", "unit": "auto", "key_to_year": None}

@@ -46,9 +46,9 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from . import world
-from .render import SceneObject, render_scene
-from .shards import ShardWriter, list_shard_files
+from ticlip_core.data import world
+from ticlip_core.data.render import SceneObject, render_scene
+from ticlip_core.data.shards import ShardWriter, list_shard_files
 
 DEFAULTS: dict = {
     "years": (2014, 2021),       # first and last year, inclusive

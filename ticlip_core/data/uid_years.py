@@ -15,8 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .metadata import read_table
-from .timestamps import YEAR_MAX, YEAR_MIN, arrow_strings, key_strings, np_bool
+from ticlip_core.data.metadata import read_table
+from ticlip_core.data.timestamps import YEAR_MAX, YEAR_MIN, arrow_strings, key_strings, np_bool
 
 UID_DTYPE = np.dtype("u8,u8")
 _UID_RE = r"^[0-9a-fA-F]{32}$"

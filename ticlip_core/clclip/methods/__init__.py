@@ -11,8 +11,8 @@ read the registry cheaply when it builds the DAG.
 """
 from __future__ import annotations
 
-from ...registry import Registry
-from .base import ClMethod
+from ticlip_core.registry import Registry
+from ticlip_core.clclip.methods.base import ClMethod
 
 _registry = Registry(__name__, __path__, "CL-CLIP method")
 REGISTRY: dict[str, type[ClMethod]] = _registry.classes

@@ -1,7 +1,7 @@
 import logging
 
-from . import register
-from .base import ClMethod, beta_of, seen_class_features, teacher_from, teacher_seen_class_features
+from ticlip_core.clclip.methods import register
+from ticlip_core.clclip.methods.base import ClMethod, beta_of, seen_class_features, teacher_from, teacher_seen_class_features
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-from . import register
-from .base import ClMethod
+from ticlip_core.clclip.methods import register
+from ticlip_core.clclip.methods.base import ClMethod
 
 
 @register

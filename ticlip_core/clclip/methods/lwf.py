@@ -1,5 +1,5 @@
-from . import register
-from .base import (ClMethod, beta_of, kl_distillation, seen_class_features, teacher_from,
+from ticlip_core.clclip.methods import register
+from ticlip_core.clclip.methods.base import (ClMethod, beta_of, kl_distillation, seen_class_features, teacher_from,
                    teacher_seen_class_features)
 
 

@@ -1,6 +1,6 @@
-from . import register
-from .. import towers
-from .base import ClMethod
+from ticlip_core.clclip.methods import register
+from ticlip_core.clclip import towers
+from ticlip_core.clclip.methods.base import ClMethod
 
 SCALE = "rkr_scale"
 

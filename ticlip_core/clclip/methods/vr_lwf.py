@@ -1,5 +1,5 @@
-from . import register
-from .base import ClMethod, beta_of, class_text_features, kl_distillation, previous_classes, teacher_from
+from ticlip_core.clclip.methods import register
+from ticlip_core.clclip.methods.base import ClMethod, beta_of, class_text_features, kl_distillation, previous_classes, teacher_from
 
 PADDING_ID = 0
 

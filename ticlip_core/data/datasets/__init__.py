@@ -20,12 +20,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from .base import ClassificationSample, ClassificationSet, RetrievalSample, RetrievalSet
-from .cifar100 import load_cifar100
-from .coco import coco_captions, coco_objects
-from .domainnet import load_domainnet
-from .export import write_shards
-from .imagefolder import load_imagefolder
+from ticlip_core.data.datasets.base import ClassificationSample, ClassificationSet, RetrievalSample, RetrievalSet
+from ticlip_core.data.datasets.cifar100 import load_cifar100
+from ticlip_core.data.datasets.coco import coco_captions, coco_objects
+from ticlip_core.data.datasets.domainnet import load_domainnet
+from ticlip_core.data.datasets.export import write_shards
+from ticlip_core.data.datasets.imagefolder import load_imagefolder
 
 LOADERS: dict[str, Callable[..., ClassificationSet | RetrievalSet]] = {
     "imagefolder": load_imagefolder,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .base import ClassificationSample, ClassificationSet, check_split, readable_name, require_file
+from ticlip_core.data.datasets.base import ClassificationSample, ClassificationSet, check_split, readable_name, require_file
 
 SPLITS = ("train", "test")
 LABEL_TYPES = {"fine": (b"fine_labels", b"fine_label_names"),

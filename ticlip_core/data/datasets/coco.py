@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .base import (ClassificationSample, ClassificationSet, RetrievalSample, RetrievalSet,
+from ticlip_core.data.datasets.base import (ClassificationSample, ClassificationSet, RetrievalSample, RetrievalSet,
                    check_split, lazy_image, missing_files_error, open_rgb, require_file)
 
 OBJECT_SPLITS = ("train", "val")

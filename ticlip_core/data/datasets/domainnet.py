@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .base import (ClassificationSample, ClassificationSet, check_split, lazy_image,
+from ticlip_core.data.datasets.base import (ClassificationSample, ClassificationSet, check_split, lazy_image,
                    missing_files_error, readable_name)
 
 DOMAINS = ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")

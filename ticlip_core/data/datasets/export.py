@@ -25,8 +25,8 @@ from pathlib import Path
 import pyarrow as pa
 from PIL import Image
 
-from ..shards import ShardWriter, list_shard_files
-from .base import ClassificationSet, RetrievalSet
+from ticlip_core.data.shards import ShardWriter, list_shard_files
+from ticlip_core.data.datasets.base import ClassificationSet, RetrievalSet
 
 CLASSIFICATION_FIELDS = [
     pa.field("labels", pa.list_(pa.int64())),

@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from .base import ClassificationSample, ClassificationSet, is_image_file, lazy_image
+from ticlip_core.data.datasets.base import ClassificationSample, ClassificationSet, is_image_file, lazy_image
 
 
 def load_imagefolder(root: str | os.PathLike, split: str = "train", *,

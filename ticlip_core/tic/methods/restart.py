@@ -1,5 +1,5 @@
-from . import register
-from .base import Method
+from ticlip_core.tic.methods import register
+from ticlip_core.tic.methods.base import Method
 
 
 @register

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-from .methods import get_method
+from ticlip_core.tic.methods import get_method
 
 #: what each ablation variant flips, and the run-name suffix for the flipped value
 _VARIANTS = {

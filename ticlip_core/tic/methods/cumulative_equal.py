@@ -1,5 +1,5 @@
-from . import register
-from .replay import ReplayMethod
+from ticlip_core.tic.methods import register
+from ticlip_core.tic.methods.replay import ReplayMethod
 
 
 @register

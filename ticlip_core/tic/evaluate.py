@@ -14,11 +14,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .class_labels import ClassLabels
-from .data import world
-from .data.loader import PixelSpec, eval_batches
-from .retrieval import NonFiniteFeaturesError, check_finite, dot_scores, topk_credit  # noqa: F401 (re-exported)
-from .retrieval import recall_at_k as _recall_at_k
+from ticlip_core.class_labels import ClassLabels
+from ticlip_core.data import world
+from ticlip_core.data.loader import PixelSpec, eval_batches
+from ticlip_core.retrieval import NonFiniteFeaturesError, check_finite, dot_scores, topk_credit  # noqa: F401 (re-exported)
+from ticlip_core.retrieval import recall_at_k as _recall_at_k
 
 log = logging.getLogger(__name__)
 ROW_COLUMNS = ["study", "method", "train_step", "task", "eval_step", "metric", "value"]

@@ -10,8 +10,8 @@ cheaply when it builds the DAG.
 """
 from __future__ import annotations
 
-from ..registry import Registry
-from .base import Method
+from ticlip_core.registry import Registry
+from ticlip_core.tic.methods.base import Method
 
 _registry = Registry(__name__, __path__, "method")
 REGISTRY: dict[str, type[Method]] = _registry.classes

@@ -2,7 +2,7 @@
 
 The loop is open_clip's: ``ClipLoss``, AdamW with open_clip_train's parameter groups and
 ``cosine_lr`` schedule, logit scale clamped to ln(100). A method plugs in through the hooks
-of ``ticlip_core.methods.base.Method``.
+of ``ticlip_core.tic.methods.base.Method``.
 """
 from __future__ import annotations
 
@@ -21,14 +21,14 @@ import torch
 from open_clip_train.scheduler import cosine_lr
 from tqdm import tqdm
 
-from .buffers import draw_replay, shard_keys
-from .compute import TRAIN_FORWARD_MULTIPLIER, forward_macs_per_sample
-from .data.layout import file_sha256, shards_digest
-from .data.loader import SKIP_REASONS, PixelSpec, train_batches
-from .methods import get_method
-from .distributed import barrier, init_world, sum_over_ranks
-from .models import atomic_torch_save, create_model, load_checkpoint, save_checkpoint
-from .speed import autocast, prepare_images, prepare_model
+from ticlip_core.tic.buffers import draw_replay, shard_keys
+from ticlip_core.engine.compute import TRAIN_FORWARD_MULTIPLIER, forward_macs_per_sample
+from ticlip_core.data.layout import file_sha256, shards_digest
+from ticlip_core.data.loader import SKIP_REASONS, PixelSpec, train_batches
+from ticlip_core.tic.methods import get_method
+from ticlip_core.engine.distributed import barrier, init_world, sum_over_ranks
+from ticlip_core.models import atomic_torch_save, create_model, load_checkpoint, save_checkpoint
+from ticlip_core.engine.speed import autocast, prepare_images, prepare_model
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -1,7 +1,7 @@
 import copy
 
-from . import register
-from .base import Method
+from ticlip_core.tic.methods import register
+from ticlip_core.tic.methods.base import Method
 
 
 @register
@@ -30,7 +30,7 @@ class LwF(Method):
     def extra_loss(self, ctx, batch, outputs):
         import torch
 
-        from ..losses import similarity_distillation_loss, similarity_logits
+        from ticlip_core.losses import similarity_distillation_loss, similarity_logits
 
         if self.teacher is None:
             return None

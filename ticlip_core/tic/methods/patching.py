@@ -1,5 +1,5 @@
-from . import register
-from .base import Method
+from ticlip_core.tic.methods import register
+from ticlip_core.tic.methods.base import Method
 
 #: which steps' validation splits choose alpha at step t
 ALPHA_SELECTIONS = ("seen", "previous")
@@ -54,7 +54,7 @@ class Patching(Method):
         return max(scores, key=lambda a: (scores[a], a))
 
     def after_step(self, ctx):
-        from ..interpolation import interpolate_state_dicts
+        from ticlip_core.engine.weights import interpolate_state_dicts
 
         if ctx.t == 0:
             ctx.info.update(alpha=1.0, alpha_scores={})
@@ -78,7 +78,7 @@ class Patching(Method):
 
     def validation_score(self, ctx, val_shards: dict[str, list[str]]) -> float:
         """Mean over steps of the mean (i2t, t2i) Recall@1 of ``ctx.model`` on validation shards."""
-        from ..evaluate import encode_eval_set, recall_at_k
+        from ticlip_core.tic.evaluate import encode_eval_set, recall_at_k
 
         ctx.model.eval()
         cfg = ctx.config["eval"]

@@ -116,7 +116,7 @@ def plot_compute_vs_performance(
 ) -> Path:
     """Scatter of total compute (GMACs) vs static avg and vs retrieval ID, per method.
 
-    ``table_df`` is :func:`ticlip_core.tables.tic_table`'s output. The x axis is
+    ``table_df`` is :func:`ticlip_core.tic.tables.tic_table`'s output. The x axis is
     logarithmic when compute spans at least a factor of 10.
     """
     fig, axes = _new_figure(*figsize, ncols=2)

@@ -1,8 +1,8 @@
 """Shared base of the fixed-size replay methods (Cumulative-Exp, Cumulative-Equal)."""
 from __future__ import annotations
 
-from ..buffers import ALLOCATIONS
-from .base import Method
+from ticlip_core.tic.buffers import ALLOCATIONS
+from ticlip_core.tic.methods.base import Method
 
 
 class ReplayMethod(Method):
