@@ -24,9 +24,7 @@ report: "report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/data.smk"
-include: "rules/train.smk"
-include: "rules/evaluate.smk"
-include: "rules/report.smk"
+include: "rules/tic.smk"
 include: "rules/clclip.smk"
 
 

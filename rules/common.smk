@@ -87,6 +87,9 @@ def data_report_inputs(wildcards):
     return inputs
 
 
+# ----- The TiC-CLIP study (rules/tic.smk)
+
+
 def model_path(run, step):
     return f"{TIC}/models/{run}/{step}/model.pt"
 
@@ -127,7 +130,10 @@ def tic_outputs():
     return outputs
 
 
-# The CL-CLIP study (rules/clclip.smk)
+# Training: one job per (run, step); a warm-starting method depends on its previous step.
+
+
+# ----- The CL-CLIP study (rules/clclip.smk)
 CLCLIP_ON = config["clclip"]["enabled"]
 CLCLIP_SETTINGS = list(config["clclip"]["settings"]) if CLCLIP_ON else []
 _unknown = sorted(set(config["clclip"]["methods"]) - set(clclip_methods()))

@@ -31,7 +31,7 @@ def config(name: str) -> dict:
 
 def train_job(cfg: dict, defaults: dict | None = None):
     """A train_step job as the plugin sees it: the profile's default-resources, overridden by the
-    rule's (rules/train.smk: **RESOURCES["train"]), and the rule's threads."""
+    rule's (rules/tic.smk: **RESOURCES["train"]), and the rule's threads."""
     resources = {**(PROFILE["default-resources"] if defaults is None else defaults),
                  **job_resources(cfg["resources"]["train"])}
     return type("Job", (), {"resources": ResourceList(fromdict=resources), "threads": cfg["train"]["threads"]})()

@@ -1,3 +1,60 @@
+# The TiC-CLIP study (Garg et al.): one training job per (run, step), one evaluation job per run,
+# Table 2, the LR ablation and the figures. Paths and config checks shared by every study: common.smk.
+
+
+rule train_step:
+    input:
+        unpack(train_inputs),
+    output:
+        model=f"{TIC}/models/{{run}}/{{step}}/model.pt",
+        log=f"{TIC}/models/{{run}}/{{step}}/train_log.csv",
+        compute=f"{TIC}/models/{{run}}/{{step}}/compute.json",
+    params:
+        method=lambda wildcards: RUNS[wildcards.run].method,
+        cfg=lambda wildcards: train_job(config, RUNS[wildcards.run], STEPS.index(wildcards.step)),
+    conda:
+        "../envs/ticlip.yaml"
+    log:
+        f"{LOGS}/tic/train/{{run}}/{{step}}.log",
+    benchmark:
+        f"{BENCH}/tic/train/{{run}}/{{step}}.tsv"
+    resources:
+        **RESOURCES["train"],
+    threads: config["train"]["threads"]
+    script:
+        "../workflow_scripts/train_step.py"
+
+
+# Evaluation: one job per run, writing one file per checkpoint; each checkpoint is evaluated
+# on every step's test split and the static tasks. (One process per run rather than per
+# checkpoint: importing torch and open_clip costs about 7 s a job on a laptop CPU.)
+
+
+rule evaluate_run:
+    input:
+        models=lambda wildcards: [model_path(wildcards.run, s) for s in STEPS],
+        steps_dir=f"{DATA}/steps",
+        static=list(static_dirs().values()),
+    output:
+        expand(f"{TIC}/evals/{{{{run}}}}/{{step}}.csv", step=STEPS),
+    params:
+        steps=STEPS,
+        static_sets=STATIC_SETS,
+        dynamic_tasks=DYNAMIC_TASKS,
+        cfg=evaluate_job(config, DYNAMIC_TASKS),
+    conda:
+        "../envs/ticlip.yaml"
+    log:
+        f"{LOGS}/tic/evaluate/{{run}}.log",
+    benchmark:
+        f"{BENCH}/tic/evaluate/{{run}}.tsv"
+    resources:
+        **RESOURCES["evaluate"],
+    threads: 1
+    script:
+        "../workflow_scripts/evaluate.py"
+
+
 # Paper outputs: TiC-CLIP Table 2, the LR ablation, evaluation-matrix heatmaps, per-step
 # curves and the compute-vs-performance figure.
 
