@@ -8,7 +8,8 @@ from ticlip_core.data.source import metadata_spec
 from ticlip_core.clclip.methods import available_methods as clclip_methods
 from ticlip_core.config_checks import check_config
 from ticlip_core.job_config import subset, clclip_ablation_job, clclip_base_job, clclip_method_job, evaluate_job, train_job
-from ticlip_core.tic.methods import available_methods, get_method
+from ticlip_core.tic.methods import get_method
+from ticlip_core.registry import check_methods
 from ticlip_core.resources import job_resources
 from ticlip_core.tic.runs import ablation_runs, tic_runs
 
@@ -22,13 +23,8 @@ BENCH = f"{RESULTS}/benchmarks"
 # Checked here, while the DAG is built, so a bad config fails before any job runs.
 STEPS = [s.name for s in parse_steps(config["tic"]["steps"])]
 METHODS = list(config["tic"]["methods"])
-_named = METHODS + [m for m in [config["tic"]["lr_ablation"]["method"]] if m]
-_unknown = sorted(set(_named) - set(available_methods()))
-if _unknown:
-    raise ValueError(
-        f"tic.methods / tic.lr_ablation.method: unknown method(s) {', '.join(_unknown)}; "
-        f"registered: {', '.join(available_methods())}"
-    )
+check_methods("tic", METHODS, "tic.methods")
+check_methods("tic", [m for m in [config["tic"]["lr_ablation"]["method"]] if m], "tic.lr_ablation.method")
 RUNS = tic_runs(config)  # every configured method, plus the LR ablation's variants
 ABLATION = [r.name for r in ablation_runs(config)]
 
@@ -136,11 +132,8 @@ def tic_outputs():
 # ----- The CL-CLIP study (rules/clclip.smk)
 CLCLIP_ON = config["clclip"]["enabled"]
 CLCLIP_SETTINGS = list(config["clclip"]["settings"]) if CLCLIP_ON else []
-_unknown = sorted(set(config["clclip"]["methods"]) - set(clclip_methods()))
-if CLCLIP_ON and _unknown:
-    raise ValueError(
-        f"clclip.methods: unknown method(s) {', '.join(_unknown)}; registered: {', '.join(clclip_methods())}"
-    )
+if CLCLIP_ON:
+    check_methods("clclip", config["clclip"]["methods"], "clclip.methods", CLCLIP_SETTINGS)
 CLCLIP_ABLATIONS = ["length", "num_pseudo"] if "vr_lwf" in config["clclip"]["methods"] else []
 # Tables III/IV: the methods in OST/MST; V-VIII: VR-LwF-WM ablations (V, VI in OST; VII, VIII in MST)
 CLCLIP_TABLES = [
@@ -153,8 +146,8 @@ CLCLIP_TABLES = [
 
 
 def clclip_methods_in(setting):
-    """The original model and every configured method in ``setting`` (Joint-FT in MST only)."""
-    return ["original"] + [m for m in config["clclip"]["methods"] if not (m == "joint_ft" and setting == "ost")]
+    """The original model and every configured method that supports ``setting`` (Joint-FT: MST only)."""
+    return ["original"] + [m for m in config["clclip"]["methods"] if m in clclip_methods(setting)]
 
 
 def clclip_model_inputs(wildcards):

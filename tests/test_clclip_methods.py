@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from ticlip_core.clclip import towers
 from ticlip_core.clclip.methods import available_methods, get_method
-from ticlip_core.clclip.methods.base import SessionContext, class_text_features
+from ticlip_core.clclip.context import ClassBatch, SessionContext
+from ticlip_core.evaluation import class_text_features
 from ticlip_core.clclip.methods.geodl import geodesic_flow_kernel, geodesic_loss, subspace
 from ticlip_core.clclip.methods.imm import interpolate
 from ticlip_core.clclip.methods.rkr import install_scaling
@@ -64,14 +65,15 @@ def batch_loss(method, ctx, imgs, targets):
     logits = out["logit_scale"] * out["image_features"] @ class_features.T
     loss = F.cross_entropy(logits, targets)
     labels = torch.tensor(ctx.session_classes)[targets]
-    extra = method.extra_loss(ctx, images=imgs, labels=labels, out=out, class_features=class_features)
+    extra = method.extra_loss(ctx, ClassBatch(imgs, labels), {**out, "class_features": class_features})
     return loss, extra
 
 
 def train(method, ctx, steps=3, lr=1e-2):
     """A tiny session: setup, a few AdamW steps on cross-entropy + extra loss, after_session."""
     torch.manual_seed(1)
-    method.setup(ctx)
+    method.before_step(ctx)
+    towers.freeze_for(ctx.model, ctx.variant)  # as the session runner does
     optimizer = torch.optim.AdamW(method.trainable_parameters(ctx), lr=lr)
     extras = []
     for step in range(steps):
@@ -84,7 +86,7 @@ def train(method, ctx, steps=3, lr=1e-2):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    method.after_session(ctx)
+    method.after_step(ctx)
     return extras
 
 
@@ -154,7 +156,7 @@ def test_vr_lwf_is_zero_for_the_teacher_and_replays_previous_classes(micro):
     model = fresh(micro)
     ctx = mst_ctx(model, micro[1])
     method = get_method("vr_lwf", num_pseudo=16)
-    method.setup(ctx)
+    method.before_step(ctx)
     assert ctx.info["vr_lwf_replayed_previous_classes"] == 3
     _, extra = batch_loss(method, ctx, images(), torch.arange(8) % 3)
     assert abs(extra.item()) < 1e-5           # student == teacher at the start of the session
@@ -163,13 +165,13 @@ def test_vr_lwf_is_zero_for_the_teacher_and_replays_previous_classes(micro):
     _, extra = batch_loss(method, ctx, images(), torch.arange(8) % 3)
     assert extra.item() > 1e-4
     with pytest.raises(ValueError, match="length M=30"):
-        get_method("vr_lwf", length=30).setup(make_ctx(fresh(micro), micro[1]))
+        get_method("vr_lwf", length=30).before_step(make_ctx(fresh(micro), micro[1]))
 
 
 def test_vr_lwf_corpus_replay_uses_the_captions(micro):
     method = get_method("vr_lwf", num_pseudo=4, corpus=["a dog on a bench.", "two red cars.", "a tree."])
     ctx = make_ctx(fresh(micro), micro[1])
-    method.setup(ctx)
+    method.before_step(ctx)
     tokens = method.draw(ctx)
     assert tokens.shape == (4, CONTEXT)
     assert {tuple(t) for t in tokens.tolist()} <= {tuple(t) for t in micro[1](method.corpus).tolist()}
@@ -196,13 +198,14 @@ def test_imm_after_session_interpolates_only_the_trained_tower(micro):
     ctx = make_ctx(model, micro[1], "to")
     before = snapshot(model)
     method = get_method("imm", alpha=0.25)
-    method.setup(ctx)
+    method.before_step(ctx)
+    towers.freeze_for(ctx.model, ctx.variant)
     optimizer = torch.optim.AdamW(method.trainable_parameters(ctx), lr=1e-2)
     loss, _ = batch_loss(method, ctx, images(), torch.arange(8) % 3)
     loss.backward()
     optimizer.step()
     tuned = snapshot(model)
-    method.after_session(ctx)
+    method.after_step(ctx)
     after = model.state_dict()
     for name, _ in model.named_parameters():
         if towers.tower_of(name) == "text":
@@ -234,7 +237,7 @@ def test_rkr_scaling_is_neutral_trains_alone_and_reloads(micro):
     ctx = make_ctx(model, micro[1], "wm")
     before = snapshot(model)
     method = get_method("rkr")
-    method.setup(ctx)
+    method.before_step(ctx)
     method.trainable_parameters(ctx)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {n for n in before if n.endswith("rkr_scale")} and len(trainable) == len(blocks)
@@ -256,7 +259,7 @@ def test_rkr_io_scales_only_the_image_tower(micro):
     model = fresh(micro)
     method = get_method("rkr")
     ctx = make_ctx(model, micro[1], "io")
-    method.setup(ctx)
+    method.before_step(ctx)
     assert len(method.trainable_parameters(ctx)) == 1
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     assert names == ["visual.transformer.resblocks.0.rkr_scale"]
@@ -305,7 +308,7 @@ def test_geodl_identical_models_give_minus_one_per_term(micro):
     model = fresh(micro)
     ctx = mst_ctx(model, micro[1])
     method = get_method("geodl", beta=2.0)
-    method.setup(ctx)
+    method.before_step(ctx)
     _, extra = batch_loss(method, ctx, images(), torch.arange(8) % 3)
     assert extra.item() == pytest.approx(2.0 * (-1.0 - 1.0), abs=1e-4)
     assert ctx.info["geodl_fallbacks"] == 0
@@ -315,7 +318,7 @@ def test_geodl_falls_back_to_cosine_and_counts_it(micro, monkeypatch, caplog):
     model = fresh(micro)
     ctx = make_ctx(model, micro[1])
     method = get_method("geodl")
-    method.setup(ctx)
+    method.before_step(ctx)
     with torch.no_grad():
         model.visual.proj.add_(0.3 * torch.randn_like(model.visual.proj))
         model.text_projection.add_(0.3 * torch.randn_like(model.text_projection))
@@ -328,8 +331,8 @@ def test_geodl_falls_back_to_cosine_and_counts_it(micro, monkeypatch, caplog):
         out = model(images(), None)
         names = [CLASSNAMES[c] for c in ctx.session_classes]
         class_features = class_text_features(model, micro[1], names, TEMPLATES, ctx.device)
-        extra = method.extra_loss(ctx, images=images(), labels=torch.zeros(8, dtype=torch.long), out=out,
-                                  class_features=class_features)
+        extra = method.extra_loss(ctx, ClassBatch(images(), torch.zeros(8, dtype=torch.long)),
+                                  {**out, "class_features": class_features})
     assert ctx.info["geodl_fallbacks"] == 2              # the image and the text term
     assert "forced failure" in caplog.text
     with torch.no_grad():
@@ -348,7 +351,7 @@ def test_lwf_is_zero_for_the_teacher_and_positive_after_a_change(micro):
     model = fresh(micro)
     ctx = mst_ctx(model, micro[1])
     method = get_method("lwf")
-    method.setup(ctx)
+    method.before_step(ctx)
     assert ctx.info["lwf_distilled_classes"] == 6        # every seen class, in MST
     _, extra = batch_loss(method, ctx, images(), torch.arange(8) % 3)
     assert abs(extra.item()) < 1e-6

@@ -39,7 +39,7 @@ def _dry_run(tmp_path, cfg_text):
 @pytest.mark.parametrize("cfg_text, expected", [
     ("train:\n  batch_size: lots\n", ["'lots' is not of type 'integer'", "batch_size"]),
     ("train:\n  bacth_size: 64\n", ["'bacth_size' was unexpected"]),
-    ("tic:\n  methods: [oracle, not_a_method]\n", ["unknown method(s) not_a_method"]),
+    ("tic:\n  methods: [oracle, not_a_method]\n", ["tic.methods: unknown TiC method(s) not_a_method"]),
     ("tic:\n  steps: ['2017', '2016']\n", ["'2016' overlaps or precedes '2017'"]),
     ("tic:\n  lr_ablation: {method: oracle}\n", ["tic.lr_ablation.method: 'oracle' initialises every step afresh"]),
     ("methods:\n  patching: {alpha_grid: [0.5, 1.5]}\n", ["1.5 is greater than the maximum of 1", "alpha_grid"]),
@@ -50,7 +50,7 @@ def _dry_run(tmp_path, cfg_text):
     ("data:\n  source: img2dataset\n  metadata: [m.parquet]\n  download: {resize_mode: squash}\n",
      ["'squash' is not one of"]),
     ("model:\n  pretrained: /no/such/model.pt\n", ["model.pretrained: local checkpoint '/no/such/model.pt' does not exist"]),
-    ("clclip:\n  enabled: true\n  methods: [ft, nope]\n", ["clclip.methods: unknown method(s) nope"]),
+    ("clclip:\n  enabled: true\n  methods: [ft, nope]\n", ["clclip.methods: unknown CL-CLIP method(s) nope"]),
     ("clclip:\n  variants: [wm, both]\n", ["'both' is not one of ['wm', 'io', 'to']"]),
 ])
 def test_bad_config_fails_before_any_job(tmp_path, cfg_text, expected):

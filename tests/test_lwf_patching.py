@@ -14,7 +14,8 @@ from ticlip_core.losses import similarity_distillation_loss
 from ticlip_core.tic.methods import get_method
 from ticlip_core.tic.methods.patching import Patching
 from ticlip_core.models import create_model
-from ticlip_core.tic.train import StepContext, train_step
+from ticlip_core.engine.method import StepContext
+from ticlip_core.tic.train import train_step
 
 STEPS = ["2014", "2015", "2016"]
 

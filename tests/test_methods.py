@@ -1,8 +1,9 @@
 """Each method's data selection, initialisation and budget, and the registry itself."""
 import pytest
 
-from ticlip_core.tic.methods import REGISTRY, available_methods, get_method, register
-from ticlip_core.tic.methods.base import Method
+from ticlip_core.registry import unregister
+from ticlip_core.tic.methods import available_methods, get_method, register
+from ticlip_core.engine.method import Method
 
 STEPS = ["2014-2016", "2017", "2018", "2019"]
 
@@ -12,7 +13,7 @@ def test_registry_has_the_foundation_methods():
 
 
 def test_unknown_method_names_the_known_ones():
-    with pytest.raises(KeyError, match="unknown method 'nope'.*oracle"):
+    with pytest.raises(KeyError, match="unknown TiC method 'nope'.*oracle"):
         get_method("nope")
 
 
@@ -37,11 +38,12 @@ def test_a_new_method_is_one_class():
     class HalfBudget(Method):
         """Test-only method."""
         name = "half_budget_test"
+        study = "tic"
         def budget(self, t, base_budget):
             return base_budget // 2
     try:
         assert get_method("half_budget_test").budget(0, 10) == 5
         with pytest.raises(ValueError, match="registered twice"):
-            register(type("Other", (Method,), {"name": "half_budget_test"}))
+            register(type("Other", (Method,), {"name": "half_budget_test", "study": "tic"}))
     finally:
-        REGISTRY.pop("half_budget_test")
+        unregister("tic", "half_budget_test")

@@ -9,8 +9,9 @@ import webdataset as wds
 
 from conftest import micro_config
 from ticlip_core.data.bucketing import step_shards
-from ticlip_core.tic.methods import REGISTRY, register
-from ticlip_core.tic.methods.base import Method
+from ticlip_core.registry import unregister
+from ticlip_core.tic.methods import register
+from ticlip_core.engine.method import Method
 from ticlip_core.tic.train import NonFiniteLossError, train_step
 
 
@@ -59,6 +60,7 @@ def test_nan_loss_fails_naming_the_step_and_keeps_the_last_checkpoint(tiny_world
     class Exploding(Method):
         """Test-only: a loss term that turns NaN on the second iteration."""
         name = "exploding_test"
+        study = "tic"
         warm_start = True
         def extra_loss(self, ctx, batch, outputs):
             ctx.info["calls"] = ctx.info.get("calls", 0) + 1
@@ -74,4 +76,4 @@ def test_nan_loss_fails_naming_the_step_and_keeps_the_last_checkpoint(tiny_world
         assert (tmp_path / "prev.pt").read_bytes() == before
         assert not (tmp_path / "next.pt").exists() and not (tmp_path / "next.json").exists()
     finally:
-        REGISTRY.pop("exploding_test")
+        unregister("tic", "exploding_test")

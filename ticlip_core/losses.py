@@ -23,3 +23,16 @@ def similarity_distillation_loss(student_logits: torch.Tensor, teacher_logits: t
     def kl(s, t):
         return F.kl_div(F.log_softmax(s, dim=1), F.log_softmax(t, dim=1), log_target=True, reduction="batchmean")
     return (kl(student_logits, teacher_logits) + kl(student_logits.T, teacher_logits.T)) / 2
+
+
+def kl_distillation(student_logits, teacher_logits):
+    """KL(p_old || p_new), averaged over the batch: the LwF term of Eq. 5 and Eq. 17.
+
+    KL(p_old || p_new) = -sum_c p_old^c log p_new^c + (the teacher's entropy, a constant): the
+    standard LwF direction (Li & Hoiem), the teacher's probabilities weighting the student's
+    log-probabilities. Eq. 5 and 17 as printed write -sum_c p_new^c log p_old^c, the roles
+    swapped; we follow LwF. Gradients flow through ``student_logits`` only.
+    """
+    return F.kl_div(F.log_softmax(student_logits.float(), dim=-1),
+                    F.log_softmax(teacher_logits.detach().float(), dim=-1),
+                    log_target=True, reduction="batchmean")

@@ -14,16 +14,10 @@ import torch.nn.functional as F
 from ticlip_core.tic.evaluate import build_classifier
 from ticlip_core.data.loader import PixelSpec
 from ticlip_core.retrieval import dot_scores, topk_credit
-from ticlip_core.clclip.methods.base import SessionContext
+from ticlip_core.clclip import towers
+from ticlip_core.clclip.context import ClassBatch, SessionContext
+from ticlip_core.evaluation import class_text_features
 from ticlip_core.clclip.metrics import recall_folds
-
-
-def prompt_features(model, tokenizer, classnames: list[str], templates: list[str], device) -> torch.Tensor:
-    """Normalised text features of each class's prompts, averaged over templates, ``(C, D)``,
-    with gradients (the text tower may be training)."""
-    texts = tokenizer([t.format(c) for c in classnames for t in templates]).to(device)
-    feats = F.normalize(model.encode_text(texts), dim=-1).view(len(classnames), len(templates), -1)
-    return F.normalize(feats.mean(dim=1), dim=-1)
 
 
 def train_session(ctx: SessionContext, method, images: torch.Tensor, labels: torch.Tensor, *, epochs: int,
@@ -35,7 +29,8 @@ def train_session(ctx: SessionContext, method, images: torch.Tensor, labels: tor
     Raises ``FloatingPointError`` naming the session if the loss is not finite.
     """
     model, device = ctx.model, ctx.device
-    method.setup(ctx)
+    method.before_step(ctx)
+    towers.freeze_for(model, ctx.variant)  # what the variant does not train (logit_scale too)
     params = method.trainable_parameters(ctx)
     if not params:
         raise ValueError(f"{method.name}: no trainable parameters in variant '{ctx.variant}'")
@@ -57,10 +52,10 @@ def train_session(ctx: SessionContext, method, images: torch.Tensor, labels: tor
             idx = order[start:start + batch_size]
             x = pixels.normalise(images[idx]).to(device)
             out = model(x, None)
-            class_features = prompt_features(model, ctx.tokenizer, names, ctx.templates, device)
+            class_features = class_text_features(model, ctx.tokenizer, names, ctx.templates, device)
             logits = out["logit_scale"] * out["image_features"] @ class_features.T
             loss = F.cross_entropy(logits, targets[idx].to(device))
-            extra = method.extra_loss(ctx, images=x, labels=labels[idx], out=out, class_features=class_features)
+            extra = method.extra_loss(ctx, ClassBatch(x, labels[idx]), {**out, "class_features": class_features})
             if extra is not None:
                 loss = loss + extra
             if not torch.isfinite(loss):
@@ -71,7 +66,7 @@ def train_session(ctx: SessionContext, method, images: torch.Tensor, labels: tor
             optimizer.step()
             iterations += 1
             loss_value = loss.item()
-    method.after_session(ctx)
+    method.after_step(ctx)
     model.eval()
     return {"iterations": iterations, "samples": iterations and int(len(labels) * epochs), "loss": loss_value}
 

@@ -19,7 +19,7 @@ import torch
 
 from ticlip_core.models import create_model, load_checkpoint
 from ticlip_core.clclip.methods import get_method
-from ticlip_core.clclip.methods.base import SessionContext
+from ticlip_core.clclip.context import SessionContext
 from ticlip_core.clclip.metrics import a_acc, bwt, ut_acc_mst
 from ticlip_core.clclip.protocol import load_classes, load_split, load_retrieval
 from ticlip_core.clclip.session import class_accuracy, retrieval_recalls, train_session

@@ -1,4 +1,5 @@
-"""Weight-space interpolation of two checkpoints of the same architecture (patching, IMM)."""
+"""Weight-space helpers the methods share: interpolating two checkpoints of one architecture
+(Patching, IMM) and a frozen copy of a model (the teacher of LwF and its kin)."""
 from __future__ import annotations
 
 import torch
@@ -26,3 +27,18 @@ def interpolate_state_dicts(theta0: dict[str, torch.Tensor], theta1: dict[str, t
                 raise ValueError(f"non-float tensor '{k}' differs between the state dicts; cannot interpolate")
             out[k] = a.clone()
     return out
+
+
+def frozen_copy(model: torch.nn.Module, state: dict | None = None, device=None) -> torch.nn.Module:
+    """A frozen, eval-mode deep copy of ``model`` (no gradients, none required), holding the
+    weights ``state`` when given, on ``device`` when given: a distillation teacher."""
+    import copy
+
+    teacher = copy.deepcopy(model)
+    if state is not None:
+        teacher.load_state_dict(state)
+    for param in teacher.parameters():
+        param.grad = None
+    if device is not None:
+        teacher = teacher.to(device)
+    return teacher.eval().requires_grad_(False)

@@ -13,7 +13,6 @@ import os
 import sys
 import time
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import open_clip
@@ -25,6 +24,7 @@ from ticlip_core.tic.buffers import draw_replay, shard_keys
 from ticlip_core.engine.compute import TRAIN_FORWARD_MULTIPLIER, forward_macs_per_sample
 from ticlip_core.data.layout import file_sha256, shards_digest
 from ticlip_core.data.loader import SKIP_REASONS, PixelSpec, train_batches
+from ticlip_core.engine.method import StepContext
 from ticlip_core.tic.methods import get_method
 from ticlip_core.engine.distributed import barrier, init_world, sum_over_ranks
 from ticlip_core.models import atomic_torch_save, create_model, load_checkpoint, save_checkpoint
@@ -33,29 +33,6 @@ from ticlip_core.engine.speed import autocast, prepare_images, prepare_model
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the step's checkpoint is not written."""
-
-
-@dataclass
-class StepContext:
-    """What a method's hooks can see and use during one training step."""
-
-    method: object
-    t: int
-    steps: list[str]
-    model: torch.nn.Module
-    tokenizer: object
-    config: dict
-    device: torch.device
-    #: MACs of one image-caption pair through the model's forward pass
-    forward_macs_per_sample: int = 0
-    #: weights the step started from (the previous checkpoint), or None for a fresh init
-    init_state: dict | None = None
-    #: validation shards per step (held out from training; never the test split)
-    val_shards: dict = field(default_factory=dict)
-    #: what the method chose or measured (written to compute.json as ``method_info``)
-    info: dict = field(default_factory=dict)
-    #: MACs spent beyond the model's own training passes (a teacher's forwards, a selection search)
-    extra_macs: int = 0
 
 
 def derived_seed(*parts) -> int:

@@ -1,9 +1,9 @@
 from ticlip_core.clclip.methods import register
-from ticlip_core.clclip.methods.base import ClMethod
+from ticlip_core.engine.method import Method
 
 
 @register
-class FineTune(ClMethod):
+class FineTune(Method):
     """FT: plain fine-tuning of the variant's tower(s) with the cross-entropy of Eq. 1, nothing added.
 
     Each session starts from the previous session's model (MST) or the original CLIP (OST) and
@@ -11,3 +11,4 @@ class FineTune(ClMethod):
     """
 
     name = "ft"
+    study = "clclip"

@@ -1,7 +1,8 @@
 import logging
 
 from ticlip_core.clclip.methods import register
-from ticlip_core.clclip.methods.base import ClMethod, beta_of, seen_class_features, teacher_from, teacher_seen_class_features
+from ticlip_core.engine.method import Method
+from ticlip_core.clclip.distill import beta_of, seen_class_features, teacher_from, teacher_seen_class_features
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def geodesic_loss(z_new, z_old, subspace_dim: int | None = None):
 
 
 @register
-class GeoDL(ClMethod):
+class GeoDL(Method):
     """GeoDL distillation: cross-entropy + beta * (L_i + L_t), geodesic similarity of old/new features (Eq. 6-10).
 
     Only GeoDL's distillation is used (no replay), on both towers' embeddings: L_i (Eq. 9) on the
@@ -98,10 +99,11 @@ class GeoDL(ClMethod):
     """
 
     name = "geodl"
+    study = "clclip"
     hyperparameter = "beta"
     defaults = {"beta": 1.0, "subspace_dim": None}
 
-    def setup(self, ctx):
+    def before_step(self, ctx):
         import torch
 
         self.beta = beta_of(self)
@@ -126,7 +128,8 @@ class GeoDL(ClMethod):
                         "this batch (%d fallbacks so far)", which, err, ctx.info["geodl_fallbacks"])
             return -F.cosine_similarity(z_new.float(), z_old.detach().float(), dim=-1).mean()
 
-    def extra_loss(self, ctx, *, images, labels, out, class_features):
+    def extra_loss(self, ctx, batch, out):
+        images, class_features = batch.images, out["class_features"]
         import torch
 
         with torch.no_grad():
@@ -138,5 +141,5 @@ class GeoDL(ClMethod):
             text_term = self._term(ctx, new_classes, self.teacher_classes, "text")
         return self.beta * (image_term + text_term)
 
-    def after_session(self, ctx):
+    def after_step(self, ctx):
         self.teacher = self.teacher_classes = None

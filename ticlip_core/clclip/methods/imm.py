@@ -1,6 +1,6 @@
 from ticlip_core.clclip.methods import register
 from ticlip_core.clclip import towers
-from ticlip_core.clclip.methods.base import ClMethod
+from ticlip_core.engine.method import Method
 
 
 def interpolate(old_state: dict, new_state: dict, alpha: float, names) -> dict:
@@ -26,7 +26,7 @@ def interpolate(old_state: dict, new_state: dict, alpha: float, names) -> dict:
 
 
 @register
-class IMM(ClMethod):
+class IMM(Method):
     """IMM-mean: fine-tune, then set the trained tower(s) to (1 - alpha) * old + alpha * new (Eq. 11-12).
 
     Training is plain fine-tuning of the variant's tower(s); ``after_session`` replaces their
@@ -37,6 +37,7 @@ class IMM(ClMethod):
     """
 
     name = "imm"
+    study = "clclip"
     hyperparameter = "alpha"
     defaults = {"alpha": 0.5}
 
@@ -47,10 +48,10 @@ class IMM(ClMethod):
             raise ValueError(f"imm: alpha must be in [0, 1], got {alpha}")
         self.alpha = alpha
 
-    def setup(self, ctx):
+    def before_step(self, ctx):
         ctx.info["alpha"] = self.alpha
 
-    def after_session(self, ctx):
+    def after_step(self, ctx):
         names = towers.trainable_names(ctx.model, ctx.variant)
         merged = interpolate(ctx.previous_state, ctx.model.state_dict(), self.alpha, names)
         ctx.model.load_state_dict(merged)

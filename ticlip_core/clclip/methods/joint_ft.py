@@ -1,9 +1,9 @@
 from ticlip_core.clclip.methods import register
-from ticlip_core.clclip.methods.base import ClMethod
+from ticlip_core.engine.method import Method
 
 
 @register
-class JointFineTune(ClMethod):
+class JointFineTune(Method):
     """Joint FT: fine-tuning (Eq. 1) on the data of every session so far; the MST upper bound.
 
     Identical to ``ft`` except ``trains_on_seen_sessions``: at session s the session runner trains
@@ -12,4 +12,6 @@ class JointFineTune(ClMethod):
     """
 
     name = "joint_ft"
+    study = "clclip"
+    scenarios = ("mst",)  # in OST, with one session, it is FT itself
     trains_on_seen_sessions = True

@@ -1,10 +1,10 @@
 from ticlip_core.clclip.methods import register
-from ticlip_core.clclip.methods.base import (ClMethod, beta_of, kl_distillation, seen_class_features, teacher_from,
-                   teacher_seen_class_features)
+from ticlip_core.engine.method import Method
+from ticlip_core.clclip.distill import beta_of, seen_class_features, teacher_from, teacher_seen_class_features
 
 
 @register
-class LwF(ClMethod):
+class LwF(Method):
     """LwF: cross-entropy + beta * KL(p_old || p_new) over the seen classes' prompts (Eq. 4-5).
 
     The teacher is the model at the start of the session, ``ctx.previous_state``: the original
@@ -12,15 +12,16 @@ class LwF(ClMethod):
     p_new are the softmax over the prompts of every seen class (current and previous sessions)
     of ``logit_scale * <f, t_c>`` (Eq. 1), each model with its own image and text features and
     its own logit scale. Eq. 5 as printed is -sum_c p_new^c log p_old^c; we use the standard
-    LwF direction KL(p_old || p_new) (see ``base.kl_distillation``). Option ``beta`` (default 1.0),
+    LwF direction KL(p_old || p_new) (see ``losses.kl_distillation``). Option ``beta`` (default 1.0),
     tuned on validation A-Acc.
     """
 
     name = "lwf"
+    study = "clclip"
     hyperparameter = "beta"
     defaults = {"beta": 1.0}
 
-    def setup(self, ctx):
+    def before_step(self, ctx):
         self.beta = beta_of(self)
         self.teacher = teacher_from(ctx.previous_state, ctx)
         # the teacher is frozen, so its class features are fixed for the whole session
@@ -28,8 +29,11 @@ class LwF(ClMethod):
         ctx.info["beta"] = self.beta
         ctx.info["lwf_distilled_classes"] = len(self.teacher_classes)
 
-    def extra_loss(self, ctx, *, images, labels, out, class_features):
+    def extra_loss(self, ctx, batch, out):
+        images, class_features = batch.images, out["class_features"]
         import torch
+
+        from ticlip_core.losses import kl_distillation
 
         with torch.no_grad():
             old = self.teacher(images, None)
@@ -37,5 +41,5 @@ class LwF(ClMethod):
         new_logits = out["logit_scale"] * out["image_features"] @ seen_class_features(ctx, class_features).T
         return self.beta * kl_distillation(new_logits, old_logits)
 
-    def after_session(self, ctx):
+    def after_step(self, ctx):
         self.teacher = self.teacher_classes = None

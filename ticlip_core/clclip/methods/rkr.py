@@ -1,6 +1,6 @@
 from ticlip_core.clclip.methods import register
 from ticlip_core.clclip import towers
-from ticlip_core.clclip.methods.base import ClMethod
+from ticlip_core.engine.method import Method
 
 SCALE = "rkr_scale"
 
@@ -43,7 +43,7 @@ def install_scaling(model, tower_names) -> list:
 
 
 @register
-class RKR(ClMethod):
+class RKR(Method):
     """RKR (scaling factors only): train per-block output scales s_w, every CLIP weight frozen (Eq. 13-14).
 
     RKR's rectification generator (Eq. 13) is left out, as in the paper (it destroys the zero-shot
@@ -56,6 +56,7 @@ class RKR(ClMethod):
     """
 
     name = "rkr"
+    study = "clclip"
     defaults = {"lr": None}
 
     def learning_rate(self, lr):
@@ -64,7 +65,7 @@ class RKR(ClMethod):
     def prepare_model(self, model, variant):
         install_scaling(model, towers.towers_of(variant))
 
-    def setup(self, ctx):
+    def before_step(self, ctx):
         import torch
 
         scales = install_scaling(ctx.model, towers.towers_of(ctx.variant))

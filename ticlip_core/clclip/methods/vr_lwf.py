@@ -1,5 +1,6 @@
 from ticlip_core.clclip.methods import register
-from ticlip_core.clclip.methods.base import ClMethod, beta_of, class_text_features, kl_distillation, previous_classes, teacher_from
+from ticlip_core.engine.method import Method
+from ticlip_core.clclip.distill import beta_of, class_text_features, previous_classes, teacher_from
 
 PADDING_ID = 0
 
@@ -43,7 +44,7 @@ def corpus_sentences(generator, corpus: list[str], ks: int, tokenizer):
 
 
 @register
-class VRLwF(ClMethod):
+class VRLwF(Method):
     """VR-LwF: cross-entropy + beta * KL(p_old || p_new) over replayed-vocabulary pseudo-classes (Eq. 15-17, Alg. 1).
 
     Every batch draws Ks fresh pseudo-sentences of M random vocabulary tokens (Alg. 1); they act
@@ -63,11 +64,12 @@ class VRLwF(ClMethod):
     """
 
     name = "vr_lwf"
+    study = "clclip"
     hyperparameter = "beta"
     defaults = {"beta": 1.0, "length": 10, "num_pseudo": 100, "replay_previous_classes": True,
                 "corpus": None, "seed": 0}
 
-    def setup(self, ctx):
+    def before_step(self, ctx):
         import torch
 
         self.beta = beta_of(self)
@@ -104,8 +106,11 @@ class VRLwF(ClMethod):
                                       ctx.tokenizer.sot_token_id, ctx.tokenizer.eot_token_id, self.context_length)
         return tokens.to(ctx.device)
 
-    def extra_loss(self, ctx, *, images, labels, out, class_features):
+    def extra_loss(self, ctx, batch, out):
+        images, class_features = batch.images, out["class_features"]
         import torch
+
+        from ticlip_core.losses import kl_distillation
 
         tokens = self.draw(ctx)
         with torch.no_grad():
@@ -120,5 +125,5 @@ class VRLwF(ClMethod):
         new_logits = out["logit_scale"] * out["image_features"] @ new_text.T
         return self.beta * kl_distillation(new_logits, old_logits)
 
-    def after_session(self, ctx):
+    def after_step(self, ctx):
         self.teacher = self.teacher_previous = None

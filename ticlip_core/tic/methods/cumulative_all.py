@@ -1,5 +1,5 @@
 from ticlip_core.tic.methods import register
-from ticlip_core.tic.methods.base import Method
+from ticlip_core.engine.method import Method
 
 
 @register
@@ -7,6 +7,7 @@ class CumulativeAll(Method):
     """Cumulative-All: warm start from step t-1, all data up to t mixed uniformly, budget C (TiC-CLIP Sec. 4)."""
 
     name = "cumulative_all"
+    study = "tic"
     warm_start = True
 
     def data_plan(self, t, steps, new_step_size=None):

@@ -7,4 +7,5 @@ class CumulativeEqual(ReplayMethod):
     """Cumulative-Equal: warm start, new data plus a buffer of D old samples split equally (TiC-CLIP Sec. 4)."""
 
     name = "cumulative_equal"
+    study = "tic"
     allocation = "equal"

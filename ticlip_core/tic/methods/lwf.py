@@ -1,7 +1,7 @@
 import copy
 
 from ticlip_core.tic.methods import register
-from ticlip_core.tic.methods.base import Method
+from ticlip_core.engine.method import Method
 
 
 @register
@@ -15,6 +15,8 @@ class LwF(Method):
     """
 
     name = "lwf"
+    study = "tic"
+    defaults = {"beta": 1.0}
     warm_start = True
 
     def before_step(self, ctx):

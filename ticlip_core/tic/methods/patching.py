@@ -1,5 +1,5 @@
 from ticlip_core.tic.methods import register
-from ticlip_core.tic.methods.base import Method
+from ticlip_core.engine.method import Method
 
 #: which steps' validation splits choose alpha at step t
 ALPHA_SELECTIONS = ("seen", "previous")
@@ -23,6 +23,8 @@ class Patching(Method):
     """
 
     name = "patching"
+    study = "tic"
+    defaults = {"alpha_grid": [0.0, 0.25, 0.5, 0.75, 1.0], "alpha_selection": "seen"}
     warm_start = True
 
     def config_paths(self, t: int) -> tuple[str, ...]:

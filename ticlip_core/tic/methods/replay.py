@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ticlip_core.tic.buffers import ALLOCATIONS
-from ticlip_core.tic.methods.base import Method
+from ticlip_core.engine.method import Method
 
 
 class ReplayMethod(Method):
@@ -14,6 +14,7 @@ class ReplayMethod(Method):
 
     warm_start = True
     allocation = ""
+    defaults = {"buffer_size": None}
 
     def buffer_size(self, new_step_size: int | None) -> int:
         """D for this step: the configured size, else the new step's size."""

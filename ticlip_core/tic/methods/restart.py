@@ -1,5 +1,5 @@
 from ticlip_core.tic.methods import register
-from ticlip_core.tic.methods.base import Method
+from ticlip_core.engine.method import Method
 
 
 @register
@@ -7,6 +7,7 @@ class Restart(Method):
     """Restart: random init, all data up to step t, budget C (TiC-CLIP Sec. 4)."""
 
     name = "restart"
+    study = "tic"
 
     def data_plan(self, t, steps, new_step_size=None):
         return {s: None for s in steps[: t + 1]}

@@ -1,5 +1,5 @@
 from ticlip_core.tic.methods import register
-from ticlip_core.tic.methods.base import Method
+from ticlip_core.engine.method import Method
 
 
 @register
@@ -7,4 +7,5 @@ class Sequential(Method):
     """Sequential: warm start from step t-1, data of step t only, budget C (TiC-CLIP Sec. 4)."""
 
     name = "sequential"
+    study = "tic"
     warm_start = True
