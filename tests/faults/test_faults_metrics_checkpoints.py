@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ticlip_core.clclip.metrics import recall_folds, session_accuracies, ut_acc_ost
-from ticlip_core.clclip.session import class_accuracy, retrieval_recalls
+from ticlip_core.clclip.scoring import class_accuracy, retrieval_recalls
 from ticlip_core.data.synthetic import synthesize_world
 from ticlip_core.tic.evaluate import evaluate_checkpoint, recall_at_k, zero_shot_accuracy
 from ticlip_core.models import (CorruptCheckpointError, NonFiniteWeightsError, create_model, load_checkpoint,

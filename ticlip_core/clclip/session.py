@@ -1,4 +1,4 @@
-"""Training one CL-CLIP session and evaluating the model after it.
+"""Training one CL-CLIP session.
 
 A session fine-tunes the model on the crops of its classes with cross-entropy over
 class-prompt logits (Ding et al., Eq. 1-3) plus the method's own term; only the parameters
@@ -11,13 +11,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ticlip_core.tic.evaluate import build_classifier
 from ticlip_core.data.loader import PixelSpec
-from ticlip_core.retrieval import dot_scores, topk_credit
 from ticlip_core.clclip import towers
 from ticlip_core.clclip.context import ClassBatch, SessionContext
 from ticlip_core.evaluation import class_text_features
-from ticlip_core.clclip.metrics import recall_folds
 
 
 def train_session(ctx: SessionContext, method, images: torch.Tensor, labels: torch.Tensor, *, epochs: int,
@@ -69,38 +66,3 @@ def train_session(ctx: SessionContext, method, images: torch.Tensor, labels: tor
     method.after_step(ctx)
     model.eval()
     return {"iterations": iterations, "samples": iterations and int(len(labels) * epochs), "loss": loss_value}
-
-
-@torch.no_grad()
-def image_features(model, images: torch.Tensor, device, batch_size: int = 256) -> torch.Tensor:
-    """Normalised image features of uint8 crops, ``(N, D)``."""
-    pixels = PixelSpec.of(model)
-    feats = [F.normalize(model.encode_image(pixels.normalise(images[i:i + batch_size]).to(device)), dim=-1)
-             for i in range(0, len(images), batch_size)]
-    return torch.cat(feats).cpu()
-
-
-@torch.no_grad()
-def class_accuracy(model, tokenizer, images: torch.Tensor, labels: torch.Tensor, classnames: list[str],
-                   templates: list[str], device) -> torch.Tensor:
-    """Per-sample top-1 credit in [0, 1] (float) of classifying crops among ``classnames`` by
-    prompt similarity: 1 or 0 when the best class score is unique, the expected credit of a
-    random tie order otherwise, so a constant model scores 1/C, not 100 % on class 0
-    (``retrieval.topk_credit``). Non-finite logits raise ``NonFiniteFeaturesError``."""
-    model.eval()
-    classifier = build_classifier(model, tokenizer, classnames, templates, device)
-    logits = dot_scores(image_features(model, images, device), classifier)
-    return topk_credit(logits, labels, 1, source=f"the CL-CLIP model classifying among {len(classnames)} classes")
-
-
-@torch.no_grad()
-def retrieval_recalls(model, tokenizer, images: torch.Tensor, captions: list[str], caption_image: torch.Tensor,
-                      device, fold_size: int) -> dict[str, float]:
-    """TR@1/5 (image->text) and IR@1/5 (text->image) of images and their captions (several per
-    image allowed; ``caption_image`` gives each caption's image), averaged over folds of
-    ``fold_size`` images (COCO: 5 folds of 1k)."""
-    model.eval()
-    img = image_features(model, images, device)
-    txt = torch.cat([F.normalize(model.encode_text(tokenizer(captions[i:i + 256]).to(device)), dim=-1).cpu()
-                     for i in range(0, len(captions), 256)])
-    return recall_folds(img, txt, caption_image, ks=(1, 5), fold_size=fold_size)

@@ -14,18 +14,13 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 
 from ticlip_core.models import create_model, load_checkpoint
 from ticlip_core.clclip.methods import get_method
 from ticlip_core.clclip.context import SessionContext
-from ticlip_core.clclip.metrics import a_acc, bwt, ut_acc_mst
-from ticlip_core.clclip.protocol import load_classes, load_split, load_retrieval
-from ticlip_core.clclip.session import class_accuracy, retrieval_recalls, train_session
-
-SPLITS = {"val": ("update_val", "zs_val"), "test": ("update_test", "zs_test")}
-
+from ticlip_core.clclip.scoring import evaluate_session, load_task, summary_scores
+from ticlip_core.clclip.session import train_session
 
 def load_original(config: dict, base_checkpoint: str | None, device):
     """The original CLIP: the configured open_clip model with the base checkpoint's weights."""
@@ -36,44 +31,6 @@ def load_original(config: dict, base_checkpoint: str | None, device):
         load_checkpoint(model, base_checkpoint)
     model.eval()
     return model, tokenizer
-
-
-def evaluate_session(model, tokenizer, task: dict, plan, setting: str, session: int, templates: list[str],
-                     device, *, retrieval: bool, fold_size: int) -> dict[str, dict[str, float]]:
-    """Scores after a session, per split: accuracy on each session's classes (``acc_s<j>``), UT-Acc
-    so far (OST: overall accuracy; MST: mean over the sessions seen), ZS-Acc, and (test only,
-    when ``retrieval``) TR@1/5 and IR@1/5."""
-    out = {}
-    for split, (update_name, zs_name) in SPLITS.items():
-        images, labels = task[update_name]
-        correct = class_accuracy(model, tokenizer, images, labels, plan.update_classes, templates, device)
-        scores = {}
-        per_session = []
-        for j in range(plan.num_sessions(setting)):
-            mask = torch.isin(labels, torch.tensor(plan.session_classes(setting, j)))
-            acc = correct[mask].float().mean().item() if mask.any() else float("nan")
-            scores[f"acc_s{j}"] = acc
-            if j <= session:
-                per_session.append(acc)
-        scores["ut_acc"] = correct.float().mean().item() if setting == "ost" else float(np.mean(per_session))
-        zs_images, zs_labels = task[zs_name]
-        zs_names = plan.zs_val_classes if split == "val" else plan.zs_test_classes
-        scores["zs_acc"] = class_accuracy(model, tokenizer, zs_images, zs_labels, zs_names, templates,
-                                          device).float().mean().item()
-        scores["a_acc"] = a_acc(scores["ut_acc"], scores["zs_acc"])
-        if retrieval and split == "test":
-            images, captions, caption_image = task["retrieval"]
-            scores.update(retrieval_recalls(model, tokenizer, images, captions, caption_image, device, fold_size))
-        out[split] = scores
-    return out
-
-
-def load_task(task_dir: str) -> tuple[dict, object]:
-    """Every split of the prepared task (crops as uint8 tensors) and its class plan."""
-    task = {name: load_split(task_dir, name) for names in SPLITS.values() for name in names}
-    task["update_train"] = load_split(task_dir, "update_train")
-    task["retrieval"] = load_retrieval(task_dir)
-    return task, load_classes(task_dir)
 
 
 def run_chain(config: dict, *, setting: str, method_name: str, variant: str, options: dict, task: dict, plan,
@@ -104,20 +61,6 @@ def run_chain(config: dict, *, setting: str, method_name: str, variant: str, opt
                                   retrieval=s == last, fold_size=ccfg["retrieval_fold_size"])
         sessions.append({"session": s, **stats, "scores": scores})
     return sessions, copy.deepcopy(info)
-
-
-def summary_scores(sessions: list[dict], setting: str, split: str) -> dict[str, float]:
-    """The headline scores of a finished chain on ``split``: UT-Acc, ZS-Acc, A-Acc, retrieval,
-    and, in MST, Bwt from the accuracy matrix A[i][j] (sessions x sessions)."""
-    final = dict(sessions[-1]["scores"][split])
-    out = {k: final[k] for k in ("ut_acc", "zs_acc", "a_acc", "TR@1", "TR@5", "IR@1", "IR@5") if k in final}
-    if setting == "mst":
-        n = len(sessions)
-        matrix = np.array([[s["scores"][split][f"acc_s{j}"] for j in range(n)] for s in sessions])
-        out["ut_acc"] = ut_acc_mst(matrix)
-        out["a_acc"] = a_acc(out["ut_acc"], out["zs_acc"])
-        out["bwt"] = bwt(matrix)
-    return out
 
 
 def run_method(config: dict, *, setting: str, method_name: str, task_dir: str, base_checkpoint: str | None,
