@@ -7,9 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from ticlip_core.clclip.protocol import (CLASSIFICATION_SPLITS, COCO_SESSIONS, ClassPlan, build_real_task,
-                                         build_synthetic_base_pool, build_synthetic_task, coco_class_plan, load_classes, load_retrieval,
-                                         load_split, synthetic_class_plan)
+from ticlip_core.clclip.base_pool import build_synthetic_base_pool
+from ticlip_core.clclip.classes import COCO_SESSIONS, ClassPlan, coco_class_plan, synthetic_class_plan
+from ticlip_core.clclip.real_task import build_real_task
+from ticlip_core.clclip.synthetic_task import build_synthetic_task
+from ticlip_core.clclip.task_files import CLASSIFICATION_SPLITS, load_classes, load_retrieval, load_split
 from ticlip_core.data import world
 from ticlip_core.data.bucketing import split_of_key
 

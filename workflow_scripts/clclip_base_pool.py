@@ -1,7 +1,7 @@
 """Entry point: the base pool of the clclip study's original CLIP (captioned scenes and object crops of the synthetic world)."""
 import json
 
-from ticlip_core.clclip.protocol import build_synthetic_base_pool
+from ticlip_core.clclip.base_pool import build_synthetic_base_pool
 from ticlip_core.models import model_image_size
 from ticlip_core.workflow_io import logged
 

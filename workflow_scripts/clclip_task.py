@@ -3,8 +3,9 @@ zero-shot classes and the retrieval pool, rendered from the synthetic world or r
 COCO / tiered-ImageNet."""
 import json
 
-from ticlip_core.clclip.protocol import (build_real_task, build_synthetic_task, coco_class_plan,
-                                         synthetic_class_plan)
+from ticlip_core.clclip.classes import coco_class_plan, synthetic_class_plan
+from ticlip_core.clclip.real_task import build_real_task
+from ticlip_core.clclip.synthetic_task import build_synthetic_task
 from ticlip_core.models import model_image_size
 from ticlip_core.workflow_io import logged
 

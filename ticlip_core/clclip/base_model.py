@@ -1,6 +1,6 @@
 """The original CLIP of the clclip study when no pretrained model is configured: a model the
 pipeline trains itself on a base pool of image-caption shards (in the default, captioned object
-crops of the synthetic world, ``protocol.build_synthetic_base_pool``), with the TiC study's
+crops of the synthetic world, ``base_pool.build_synthetic_base_pool``), with the TiC study's
 training loop as one step from scratch."""
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ticlip_core.clclip.metrics import a_acc, bwt, recall_folds, ut_acc_mst
-from ticlip_core.clclip.protocol import load_classes, load_retrieval, load_split
+from ticlip_core.clclip.task_files import load_classes, load_retrieval, load_split
 from ticlip_core.data.loader import PixelSpec
 from ticlip_core.retrieval import dot_scores, topk_credit
 from ticlip_core.tic.evaluate import build_classifier
