@@ -3,7 +3,7 @@ workflow): unusable states are set aside, and the fingerprint covers the step's 
 import torch
 
 from ticlip_core.data.layout import shards_digest, write_split_index
-from ticlip_core.tic.train import _input_identity, load_resume_state, save_resume_state
+from ticlip_core.engine.resume import input_identity, load_resume_state, save_resume_state
 
 
 def test_an_unreadable_state_is_set_aside_with_a_warning(tmp_path, capsys):
@@ -52,17 +52,17 @@ def test_the_input_identity_follows_the_data_and_the_starting_weights(tmp_path):
     val = _split(tmp_path / "steps/2014/val", {"00000.tar": b"v"})
     init = tmp_path / "prev.pt"
     init.write_bytes(b"weights 1")
-    before = _input_identity({"2014": train}, {"2014": val}, str(init))
-    assert before == _input_identity({"2014": train}, {"2014": val}, str(init))  # deterministic
-    assert before["init_sha256"] and _input_identity({"2014": train}, {"2014": val}, None)["init_sha256"] is None
+    before = input_identity({"2014": train}, {"2014": val}, str(init))
+    assert before == input_identity({"2014": train}, {"2014": val}, str(init))  # deterministic
+    assert before["init_sha256"] and input_identity({"2014": train}, {"2014": val}, None)["init_sha256"] is None
 
     init.write_bytes(b"weights 2")  # another starting checkpoint under the same path
-    assert _input_identity({"2014": train}, {"2014": val}, str(init))["init_sha256"] != before["init_sha256"]
+    assert input_identity({"2014": train}, {"2014": val}, str(init))["init_sha256"] != before["init_sha256"]
     _split(tmp_path / "steps/2014/val", {"00000.tar": b"w"})  # the validation split rebucketed
-    changed = _input_identity({"2014": train}, {"2014": val}, str(init))
+    changed = input_identity({"2014": train}, {"2014": val}, str(init))
     assert changed["val"] != before["val"] and changed["train"] == before["train"]
     _split(tmp_path / "steps/2014/train", {"00000.tar": b"a" * 10, "00001.tar": b"c" * 10})
-    assert _input_identity({"2014": train}, {"2014": val}, str(init))["train"] != changed["train"]
+    assert input_identity({"2014": train}, {"2014": val}, str(init))["train"] != changed["train"]
     assert shards_digest(train[:1]) != shards_digest(train)  # the shards used count, not just the split
 
 

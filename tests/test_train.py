@@ -12,7 +12,8 @@ from ticlip_core.data.bucketing import step_shards
 from ticlip_core.registry import unregister
 from ticlip_core.tic.methods import register
 from ticlip_core.engine.method import Method
-from ticlip_core.tic.train import NonFiniteLossError, train_step
+from ticlip_core.engine.loop import NonFiniteLossError
+from ticlip_core.tic.train import train_step
 
 
 def _run(cfg, tmp_path, shards, method="sequential", step="2014", init=None, tag="a"):

@@ -1,0 +1,74 @@
+"""open_clip's contrastive training recipe, the pieces a study assembles around ``engine.loop``:
+AdamW with open_clip_train's parameter groups and ``cosine_lr`` schedule, ``ClipLoss`` (across
+data-parallel ranks when there are several), and the logit scale clamped to ln(100) after each
+update. TiC's steps (``tic.train``) and CL-CLIP's original model (``clclip.base_model``) train
+with it.
+"""
+from __future__ import annotations
+
+import math
+import zlib
+
+import open_clip
+import torch
+from open_clip_train.scheduler import cosine_lr
+
+from ticlip_core.engine.loop import BatchLoss
+from ticlip_core.engine.speed import prepare_images
+
+
+def derived_seed(*parts) -> int:
+    """A stable 31-bit seed from the run seed and names (method, step, purpose)."""
+    return zlib.crc32(":".join(map(str, parts)).encode()) & 0x7FFFFFFF
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """open_clip_train's split: no weight decay on gains, biases, embeddings and logit scale."""
+    def exclude(name, p):
+        return p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
+
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [
+        {"params": [p for n, p in named if exclude(n, p)], "weight_decay": 0.0},
+        {"params": [p for n, p in named if not exclude(n, p)], "weight_decay": weight_decay},
+    ]
+
+
+def adamw_cosine(model: torch.nn.Module, max_lr: float, weight_decay: float, warmup: int, iterations: int):
+    """Fused AdamW over ``param_groups`` and open_clip_train's ``cosine_lr`` schedule (linear
+    warm-up for ``warmup`` iterations to ``max_lr``, then cosine to 0 at ``iterations``).
+    Returns ``(optimizer, schedule)``; ``schedule(i)`` sets and returns iteration i's LR."""
+    optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=max_lr, fused=True)
+    return optimizer, cosine_lr(optimizer, max_lr, warmup, iterations)
+
+
+def clip_loss(world) -> open_clip.ClipLoss:
+    """open_clip's symmetric InfoNCE; with several ranks, each rank's rows against every rank's
+    columns, gradients through the gather."""
+    if world.world_size > 1:
+        return open_clip.ClipLoss(local_loss=True, gather_with_grad=True, rank=world.rank,
+                                  world_size=world.world_size)
+    return open_clip.ClipLoss()
+
+
+def logit_scale_clamp(model: torch.nn.Module):
+    """The loop's ``after_update`` hook: clamp ``model.logit_scale`` to [0, ln(100)] (CLIP's cap)."""
+    def clamp() -> None:
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+    return clamp
+
+
+def contrastive_batch_loss(forward, loss_fn, settings: dict, device, world, forward_macs_per_sample: int):
+    """The loop's ``compute_loss`` for image-caption batches (``data.loader.Batch``): images
+    prepared by ``engine.speed.prepare_images``, ``loss_fn`` on the forward's features; samples
+    and forward MACs counted over every rank (each rank's batch holds as many good samples:
+    ``train_batches`` tops them up)."""
+    def compute_loss(batch) -> BatchLoss:
+        images, texts = prepare_images(batch.images, settings, device), batch.texts.to(device)
+        out = forward(images, texts)
+        loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+        samples = len(batch.keys) * world.world_size
+        return BatchLoss(loss, out, batch, samples=samples, forward_macs=forward_macs_per_sample * samples,
+                         skipped=batch.skipped, skipped_by_reason=batch.skipped_by_reason)
+    return compute_loss
