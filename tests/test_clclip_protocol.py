@@ -225,14 +225,18 @@ REAL_PLAN = ClassPlan(["toothbrush", "person", "car"], [[0, 1], [2]], ["great wh
 def build_real(out, coco, tiered, plan=REAL_PLAN, **options):
     return build_real_task(out, plan, update_dataset=("coco_objects", coco),
                            zs_dataset=("imagefolder", tiered, {"classnames": SYNSETS}),
-                           retrieval_dataset=("coco_captions", coco), image_size=16,
-                           **{"val_fraction": 0.5, "seed": 0, **options})
+                           retrieval_dataset=("coco_captions", coco), image_size=16, **{"seed": 0, **options})
 
 
 def crop_classes(images, labels, plan):
     """(label name, colour name) of each crop, the colour read from its centre pixel."""
     names = {v: k for k, v in COLOUR_OF.items()}
     return [(plan.update_classes[int(y)], names[tuple(int(c) for c in im[8, 8])]) for im, y in zip(images, labels)]
+
+
+def crops_of(images):
+    """The boxes of ``images`` as (class, class) pairs, as ``crop_classes`` reads them back."""
+    return sorted((name, name) for i in images for name in COCO_IMAGES[i])
 
 
 def test_real_task_paper_split(fake_roots, tmp_path):
@@ -247,21 +251,21 @@ def test_real_task_paper_split(fake_roots, tmp_path):
     # update test = the crops of the retrieval images, labelled by the plan's order
     test_images, test_labels = load_split(out, "update_test")
     pairs = crop_classes(test_images.numpy(), test_labels, REAL_PLAN)
-    assert sorted(pairs) == sorted([("car", "car"), ("toothbrush", "toothbrush"), ("person", "person"),
-                                    ("toothbrush", "toothbrush")])
-    assert all(label == colour for label, colour in pairs)
+    assert sorted(pairs) == crops_of([2, 7])
     assert test_labels.tolist() == sorted(test_labels.tolist())
-    # train + val = the other crops (11 boxes of images 1, 3, 4, 5, 6, 8), split by image-id hash
-    others = {i: c for i, c in COCO_IMAGES.items() if i not in (2, 7)}
-    expected_val = sum(len(c) for i, c in others.items() if split_of_key(f"coco:{i}", 0.5, 0.0) == "val")
-    train = load_split(out, "update_train")
+    # update val = the crops of Karpathy's val images (image 3), as the paper; train = the crops of
+    # Karpathy's train images (1, 4, 6: COCO's standard training set), restval images (5, 8) left out
     val = load_split(out, "update_val")
-    assert len(val[1]) == expected_val and len(train[1]) + len(val[1]) == 9
-    assert 0 < expected_val < 9  # the fixture exercises both sides of the split
-    for images, labels in (train, val):
-        assert all(a == b for a, b in crop_classes(images.numpy(), labels, REAL_PLAN))
-    assert summary["excluded_retrieval"] == 0
+    train = load_split(out, "update_train")
+    assert sorted(crop_classes(val[0].numpy(), val[1], REAL_PLAN)) == crops_of([3])
+    assert sorted(crop_classes(train[0].numpy(), train[1], REAL_PLAN)) == crops_of([1, 4, 6])
+    assert summary["excluded_restval"] == 3 and summary["excluded_retrieval"] == 0
+    assert summary["update_val"] == "retrieval" and summary["retrieval_val_split"] == "val"
     assert summary["counts"]["update_test"]["per_class"] == {"toothbrush": 2, "person": 1, "car": 1}
+    # with train_restval the restval images train too
+    with_restval = build_real(tmp_path / "restval", coco, tiered, train_restval=True)
+    assert with_restval["counts"]["update_train"]["total"] == len(crops_of([1, 4, 6, 5, 8]))
+    assert with_restval["excluded_restval"] == 0
     # zero-shot: tiered train classes -> zs_test (labels follow the plan's order), test -> zs_val
     zs_images, zs_labels = load_split(out, "zs_test")
     assert zs_labels.tolist() == [0, 0, 0, 1, 1, 1] and tuple(zs_images.shape) == (6, 16, 16, 3)
@@ -271,22 +275,48 @@ def test_real_task_paper_split(fake_roots, tmp_path):
     assert load_classes(out) == REAL_PLAN
 
 
-def test_real_task_test_split_option_and_cap(fake_roots, tmp_path):
+def test_real_task_hashed_validation_and_test_split_options(fake_roots, tmp_path):
     coco, tiered = fake_roots
-    summary = build_real(tmp_path / "task", coco, tiered, update_test="val", max_per_class=2, seed=3)
-    out = tmp_path / "task"
-    # test = val2017 crops (images 7, 8); training crops of retrieval image 2 are left out
-    test = load_split(out, "update_test")
-    assert sorted(crop_classes(test[0].numpy(), test[1], REAL_PLAN)) == \
-        [("car", "car"), ("person", "person"), ("toothbrush", "toothbrush")]
+    # update_val="hash": a hashed share of the (non-retrieval) images, restval included
+    summary = build_real(tmp_path / "hash", coco, tiered, update_val="hash", val_fraction=0.5)
+    others = [i for i in COCO_IMAGES if i not in (2, 7)]
+    hashed_val = [i for i in others if split_of_key(f"coco:{i}", 0.5, 0.0) == "val"]
+    assert 0 < len(hashed_val) < len(others)  # the fixture exercises both sides of the split
+    val = load_split(tmp_path / "hash", "update_val")
+    assert sorted(crop_classes(val[0].numpy(), val[1], REAL_PLAN)) == crops_of(hashed_val)
+    assert summary["counts"]["update_train"]["total"] == len(crops_of(set(others) - set(hashed_val)))
+    assert summary["val_fraction"] == 0.5 and summary["excluded_restval"] == 0
+    # update_test names a split: test = val2017 crops (images 7, 8); training crops of retrieval image 2 left out
+    summary = build_real(tmp_path / "task", coco, tiered, update_test="val", seed=3)
+    test = load_split(tmp_path / "task", "update_test")
+    assert sorted(crop_classes(test[0].numpy(), test[1], REAL_PLAN)) == crops_of([7, 8])
     assert summary["excluded_retrieval"] == 2
-    for split in ("update_train", "update_val", "zs_test", "zs_val"):
-        assert max(summary["counts"][split]["per_class"].values()) <= 2
-    assert summary["counts"]["zs_test"]["per_class"] == {"great white shark": 2, "Goldfish": 2}
-    again = build_real(tmp_path / "again", coco, tiered, update_test="val", max_per_class=2, seed=3)
+    again = build_real(tmp_path / "again", coco, tiered, update_test="val", seed=3)
     assert again["counts"] == summary["counts"]
-    for path in out.iterdir():
+    for path in (tmp_path / "task").iterdir():
         assert (tmp_path / "again" / path.name).read_bytes() == path.read_bytes(), path.name
+    with pytest.raises(ValueError, match="update_val must be one of"):
+        build_real(tmp_path / "bad", coco, tiered, update_val="train")
+
+
+def test_real_task_caps_only_the_zero_shot_test_classes_unless_told(fake_roots, tmp_path):
+    """The paper caps the zero-shot test classes (100 images each) and nothing else."""
+    coco, tiered = fake_roots
+    summary = build_real(tmp_path / "paper", coco, tiered)
+    assert summary["max_per_class"] == {"update_train": None, "update_val": None, "update_test": None,
+                                        "zs_val": None, "zs_test": 100}
+    summary = build_real(tmp_path / "zs", coco, tiered, max_per_class={"zs_test": 2})
+    counts = summary["counts"]
+    assert counts["zs_test"]["per_class"] == {"great white shark": 2, "Goldfish": 2}
+    assert counts["update_train"]["per_class"]["car"] == 3    # three car crops in train: not capped
+    assert counts["zs_val"]["per_class"] == {"tench": 2}
+    summary = build_real(tmp_path / "all", coco, tiered, max_per_class={"update_train": 1, "zs_test": None})
+    assert max(summary["counts"]["update_train"]["per_class"].values()) == 1
+    assert summary["counts"]["zs_test"]["per_class"] == {"great white shark": 3, "Goldfish": 3}
+    with pytest.raises(ValueError, match=r"unknown split\(s\) \['train'\]"):
+        build_real(tmp_path / "bad", coco, tiered, max_per_class={"train": 5})
+    with pytest.raises(ValueError, match="at least 1"):
+        build_real(tmp_path / "bad", coco, tiered, max_per_class={"zs_val": 0})
 
 
 def test_real_task_names_unknown_classes(fake_roots, tmp_path):

@@ -25,8 +25,9 @@ with logged(snakemake.log[0]):
         # each dataset: {format, path, options}; options go to its loader (e.g. imagefolder's classnames file)
         datasets = {k: (real[k]["format"], real[k]["path"], real[k].get("options", {}))
                     for k in ("update", "zero_shot", "retrieval")}
+        # docs/clclip.md: validation images, training images and per-split caps against the paper's
         summary = build_real_task(out, plan, update_dataset=datasets["update"], zs_dataset=datasets["zero_shot"],
-                                  retrieval_dataset=datasets["retrieval"],
-                                  image_size=image_size, val_fraction=real["val_fraction"], seed=seed,
-                                  max_per_class=real["max_per_class"])
+                                  retrieval_dataset=datasets["retrieval"], image_size=image_size, seed=seed,
+                                  update_val=real["update_val"], val_fraction=real["val_fraction"],
+                                  train_restval=real["train_restval"], max_per_class=real["max_per_class"])
     print(json.dumps(summary, indent=2, default=str))

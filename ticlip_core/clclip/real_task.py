@@ -19,57 +19,79 @@ from ticlip_core.data.loader import PixelSpec
 
 DatasetSpec = Sequence  # (format, path) or (format, path, loader options)
 
+#: what Ding et al. cap (Sec. III-B b): 100 images of each of the 351 zero-shot test classes;
+#: every other split is used whole
+PAPER_CAPS: dict[str, int | None] = {"update_train": None, "update_val": None, "update_test": None,
+                                     "zs_val": None, "zs_test": 100}
+UPDATE_VAL_SOURCES = ("retrieval", "hash")
+
 
 def build_real_task(out_dir: str | os.PathLike, plan: ClassPlan, *,
                     update_dataset: DatasetSpec, zs_dataset: DatasetSpec,
-                    retrieval_dataset: DatasetSpec, image_size: int = 224,
-                    val_fraction: float = 0.05, seed: int = 0,
-                    max_per_class: int | None = None,
+                    retrieval_dataset: DatasetSpec, image_size: int = 224, seed: int = 0,
                     update_splits: Sequence[str] = ("train", "val"),
                     update_test: str = "retrieval",
+                    update_val: str = "retrieval",
+                    val_fraction: float = 0.05,
+                    train_restval: bool = False,
+                    max_per_class: Mapping[str, int | None] | None = None,
                     zs_splits: Mapping[str, str] | None = None,
                     retrieval_split: str = "test",
+                    retrieval_val_split: str = "val",
                     allow_extra_classes: bool = False) -> dict:
     """Build the task files from real datasets (``datasets.load_dataset`` formats); returns the summary.
 
     Each ``*_dataset`` is ``(format, path)`` or ``(format, path, loader options)``, e.g.
     ``("coco_objects", coco_root)``, ``("imagefolder", tiered_root, {"classnames": mapping})``,
-    ``("coco_captions", coco_root)``. Splits, following Ding et al. Sec. III-B:
+    ``("coco_captions", coco_root)``. Splits, following Ding et al. Sec. III-B (docs/clclip.md):
 
     * retrieval: the ``retrieval_split`` of the retrieval dataset (Karpathy's 5k COCO test
       images, with all their captions).
     * update test: with ``update_test="retrieval"`` (the paper: "the test set is from the
       images of the matching task"), the crops, from any of ``update_splits``, of the retrieval
-      images; otherwise ``update_test`` names the update dataset's split to test on.
-    * update train / val: every other crop of ``update_splits``, the validation share carved
-      by a hash of the crop's *image* id (``bucketing.split_of_key``, ``val_fraction``), so the
-      crops of one image stay together and the split never changes between runs. Crops of
+      images; otherwise ``update_test`` names the update dataset's split to test on. Crops of
       retrieval images are never trained or validated on (counted as ``excluded_retrieval``).
+    * update val: with ``update_val="retrieval"`` (the paper: "a validation set from the 5000
+      validation images in Karpathy's split"), the crops of the images of the retrieval
+      dataset's ``retrieval_val_split``; with ``"hash"`` (not the paper), a share
+      ``val_fraction`` of the training images, chosen by a hash of the crop's *image* id
+      (``bucketing.split_of_key``), so the crops of one image stay together.
+    * update train: every other crop of ``update_splits``. The paper trains on COCO's standard
+      training images (train2014, Karpathy's "train"); Karpathy's "restval" images (the rest of
+      val2014, inside COCO 2017's train split) are left out and counted (``excluded_restval``)
+      unless ``train_restval``. With ``update_val="hash"`` every non-retrieval image is kept.
     * zero-shot: ``zs_splits`` maps ``zs_test``/``zs_val`` to the zero-shot dataset's splits;
       the default ``{"zs_test": "train", "zs_val": "test"}`` is tiered-ImageNet's: its 351
       training classes are the zero-shot test set, its 160 test classes the validation set.
 
-    Images are matched to the retrieval set by COCO image id (``image_id`` / ``cocoid`` in the
-    sample meta), else by key. Class names are matched case-insensitively, underscores as
-    spaces. A plan class the dataset lacks, or (unless ``allow_extra_classes``, which drops and
-    counts them) a dataset class the plan lacks, is a ValueError naming them.
-    ``max_per_class`` keeps at most that many samples per class and split, chosen by a seeded
-    hash of the key (paper: 100 per zero-shot class). Unreadable images are skipped and counted.
-    Everything is held in memory before it is written: at paper scale (600k COCO crops) use a
-    small ``image_size`` or ``max_per_class``.
+    ``max_per_class`` maps a split to the most samples any one class keeps there (chosen by a
+    seeded hash of the key), ``None`` for all of them; splits left out take ``PAPER_CAPS``
+    (100 per zero-shot test class, nothing else capped). Images are matched to the retrieval
+    sets by COCO image id (``image_id`` / ``cocoid`` in the sample meta), else by key. Class
+    names are matched case-insensitively, underscores as spaces. A plan class the dataset
+    lacks, or (unless ``allow_extra_classes``, which drops and counts them) a dataset class the
+    plan lacks, is a ValueError naming them. Unreadable images are skipped and counted.
+    Everything is held in memory before it is written: at paper scale (about 600k COCO crops)
+    use a small ``image_size`` or cap the update splits.
     """
+    if update_val not in UPDATE_VAL_SOURCES:
+        raise ValueError(f"update_val must be one of {UPDATE_VAL_SOURCES}, got {update_val!r}")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if max_per_class is not None and max_per_class < 1:
-        raise ValueError(f"max_per_class must be at least 1, got {max_per_class}")
+    caps = _check_caps(max_per_class)
     zs_splits = {"zs_test": "train", "zs_val": "test", **(zs_splits or {})}
     pixels = PixelSpec(image_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     corrupt: dict[str, int] = {}
 
     retrieval_set = _load(retrieval_dataset, retrieval_split)
     retrieval_ids = {_image_id(s) for s in retrieval_set}
-    chosen, extra_counts = _assign_update(plan, update_dataset, update_splits, update_test,
-                                          retrieval_ids, val_fraction, allow_extra_classes)
+    val_ids = restval_ids = None
+    if update_val == "retrieval":
+        val_ids = _image_ids(retrieval_dataset, retrieval_val_split, "update val")
+        if not train_restval:
+            restval_ids = _image_ids(retrieval_dataset, "restval", "restval")
+    chosen, extra_counts = _assign_update(plan, update_dataset, update_splits, update_test, retrieval_ids,
+                                          val_ids, restval_ids, val_fraction, allow_extra_classes)
     for name in ("zs_test", "zs_val"):
         classes = plan.zs_test_classes if name == "zs_test" else plan.zs_val_classes
         dataset = _load(zs_dataset, zs_splits[name])
@@ -79,17 +101,42 @@ def build_real_task(out_dir: str | os.PathLike, plan: ClassPlan, *,
 
     splits = {}
     for name in CLASSIFICATION_SPLITS:
-        samples = _cap_per_class(chosen[name], max_per_class, seed)
+        samples = _cap_per_class(chosen[name], caps[name], seed)
         splits[name], corrupt[name] = _load_arrays(samples, pixels)
     retrieval, corrupt["retrieval"] = _load_retrieval_arrays(retrieval_set, pixels)
-    summary = {"source": "real", "seed": int(seed), "val_fraction": val_fraction,
-               "max_per_class": max_per_class, "update_dataset": _describe(update_dataset),
+    summary = {"source": "real", "seed": int(seed), "update_val": update_val,
+               "val_fraction": val_fraction if update_val == "hash" else None,
+               "retrieval_val_split": retrieval_val_split if update_val == "retrieval" else None,
+               "train_restval": bool(train_restval), "max_per_class": caps,
+               "update_dataset": _describe(update_dataset),
                "zs_dataset": _describe(zs_dataset), "retrieval_dataset": _describe(retrieval_dataset),
                "update_splits": list(update_splits), "update_test": update_test,
                "zs_splits": dict(zs_splits), "retrieval_split": retrieval_split,
                "excluded_retrieval": extra_counts.pop("excluded_retrieval"),
+               "excluded_restval": extra_counts.pop("excluded_restval"),
                "dropped_extra_classes": extra_counts, "corrupt": corrupt}
     return write_task(Path(out_dir), plan, splits, retrieval, image_size, summary)
+
+
+def _check_caps(max_per_class: Mapping[str, int | None] | None) -> dict[str, int | None]:
+    """``PAPER_CAPS`` updated by ``max_per_class``; an unknown split or a cap under 1 is a ValueError."""
+    given = dict(max_per_class or {})
+    unknown = sorted(set(given) - set(PAPER_CAPS))
+    if unknown:
+        raise ValueError(f"max_per_class: unknown split(s) {unknown}; expected some of {list(PAPER_CAPS)}")
+    bad = {k: v for k, v in given.items() if v is not None and (not isinstance(v, int) or v < 1)}
+    if bad:
+        raise ValueError(f"max_per_class: a cap must be an integer of at least 1 or None (no cap), got {bad}")
+    return {**PAPER_CAPS, **given}
+
+
+def _image_ids(spec: DatasetSpec, split: str, what: str) -> set[str]:
+    """The image ids of the ``split`` of the retrieval dataset ``spec`` (which images are ``what``)."""
+    try:
+        return {_image_id(s) for s in _load(spec, split)}
+    except ValueError as err:
+        raise ValueError(f"{what} images: split {split!r} of the retrieval dataset {spec[0]!r} "
+                         f"could not be read ({err})") from err
 
 
 def _load(spec: DatasetSpec, split: str):
@@ -141,13 +188,17 @@ def _label_mapping(dataset, classes: Sequence[str], what: str,
 
 
 def _assign_update(plan: ClassPlan, spec: DatasetSpec, update_splits: Sequence[str], update_test: str,
-                   retrieval_ids: set[str], val_fraction: float,
-                   allow_extra: bool) -> tuple[dict[str, list], dict[str, int]]:
+                   retrieval_ids: set[str], val_ids: set[str] | None, restval_ids: set[str] | None,
+                   val_fraction: float, allow_extra: bool) -> tuple[dict[str, list], dict[str, int]]:
     """(sample, plan label) lists of update_train / update_val / update_test, and counts of
-    samples left out (retrieval images, classes outside the plan)."""
+    samples left out (retrieval images, restval images, classes outside the plan).
+
+    ``val_ids``: the validation images (None: a hashed share ``val_fraction`` of the training
+    images); ``restval_ids``: images trained on by nobody (None or empty: none).
+    """
     read = list(update_splits) + ([update_test] if update_test not in ("retrieval", *update_splits) else [])
     chosen = {"update_train": [], "update_val": [], "update_test": []}
-    excluded, dropped = 0, 0
+    excluded, restval, dropped = 0, 0, 0
     for split in read:
         dataset = _load(spec, split)
         mapping, extra = _label_mapping(dataset, plan.update_classes, f"update task ({dataset.name})",
@@ -162,18 +213,29 @@ def _assign_update(plan: ClassPlan, spec: DatasetSpec, update_splits: Sequence[s
                 chosen["update_test"].append(item)
             elif image in retrieval_ids:
                 excluded += 1
-            elif split in update_splits:
+            elif split not in update_splits:
+                continue
+            elif val_ids is None:
                 chosen[f"update_{split_of_key(image, val_fraction, 0.0)}"].append(item)
+            elif image in val_ids:
+                chosen["update_val"].append(item)
+            elif restval_ids and image in restval_ids:
+                restval += 1
+            else:
+                chosen["update_train"].append(item)
     if not chosen["update_test"]:
         why = ("none of the update images is a retrieval image" if update_test == "retrieval"
                else f"split {update_test!r} holds no crops of the plan's classes")
         raise ValueError(f"update task: no test crops: {why}")
-    return chosen, {"excluded_retrieval": excluded, "update": dropped}
+    if val_ids is not None and not chosen["update_val"]:
+        raise ValueError("update task: no validation crops: none of the update images is an image of the "
+                         "retrieval dataset's validation split")
+    return chosen, {"excluded_retrieval": excluded, "excluded_restval": restval, "update": dropped}
 
 
 def _cap_per_class(items: list, max_per_class: int | None, seed: int) -> list:
-    """``items`` sorted by label (stable), at most ``max_per_class`` per label, chosen by a
-    seeded hash of the sample key (the kept ones keep their source order)."""
+    """``items`` sorted by label (stable), at most ``max_per_class`` per label (None: all), chosen
+    by a seeded hash of the sample key (the kept ones keep their source order)."""
     items = sorted(items, key=lambda item: item[1])
     if max_per_class is None:
         return items
