@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from ticlip_core.data.datasets import (LOADERS, ClassificationSample, ClassificationSet, RetrievalSample,
-                                       RetrievalSet, coco_captions, coco_objects, load_cifar100,
+                                       RetrievalSet, coco_captions, coco_objects, flickr30k_captions, load_cifar100,
                                        load_dataset, load_domainnet, load_imagefolder, write_shards)
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
@@ -340,11 +340,56 @@ def test_coco_captions_bad_input(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
+# Flickr30k, Karpathy split
+# --------------------------------------------------------------------------------------------
+
+def write_flickr(root):
+    """Karpathy's dataset_flickr30k.json over four photos: two test (one outside flickr30k-images/), one
+    val, one train; the second test photo has a blank caption among its five."""
+    photos = [("1000092795.jpg", "test", RED), ("10002456.jpg", "test", GREEN), ("1000268201.jpg", "val", BLUE),
+              ("1000344755.jpg", "train", WHITE)]
+    images = []
+    for imgid, (filename, split, colour) in enumerate(photos):
+        folder = root if imgid == 1 else root / "flickr30k-images"
+        solid(folder / filename, colour, fmt="JPEG")
+        raws = [f" photo {filename[:-4]} caption {j}. " for j in range(5)]
+        if imgid == 1:
+            raws[2] = "  "
+        images.append({"filename": filename, "imgid": imgid, "split": split, "sentids": list(range(5)),
+                       "sentences": [{"raw": r, "tokens": ["photo"], "imgid": imgid, "sentid": j}
+                                     for j, r in enumerate(raws)]})
+    (root / "dataset_flickr30k.json").write_text(json.dumps({"images": images, "dataset": "flickr30k"}))
+
+
+def test_flickr30k_captions_every_caption_and_paths(tmp_path):
+    write_flickr(tmp_path)
+    test = flickr30k_captions(tmp_path)
+    assert test.name == "flickr30k_karpathy_test" and [s.key for s in test] == ["1000092795", "10002456"]
+    assert test[0].captions == [f"photo 1000092795 caption {j}." for j in range(5)]
+    assert len(test[1].captions) == 4                      # the blank caption dropped
+    assert [s.meta["path"] for s in test] == ["flickr30k-images/1000092795.jpg", "10002456.jpg"]
+    assert close_to(test[0].load(), RED) and close_to(test[1].load(), GREEN)
+    assert [s.key for s in load_dataset("flickr30k_captions", tmp_path, "val")] == ["1000268201"]
+
+
+def test_flickr30k_captions_bad_input(tmp_path):
+    with pytest.raises(FileNotFoundError, match="dataset_flickr30k.json"):
+        flickr30k_captions(tmp_path)
+    write_flickr(tmp_path)
+    with pytest.raises(ValueError, match="unknown split 'restval'"):
+        flickr30k_captions(tmp_path, "restval")
+    (tmp_path / "flickr30k-images/1000092795.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match="flickr30k-images/1000092795.jpg"):
+        flickr30k_captions(tmp_path, "test")
+
+
+# --------------------------------------------------------------------------------------------
 # Registry and the common types
 # --------------------------------------------------------------------------------------------
 
 def test_registry_dispatches_and_rejects_unknown_formats(tmp_path):
-    assert set(LOADERS) == {"imagefolder", "cifar100", "domainnet", "coco_objects", "coco_captions"}
+    assert set(LOADERS) == {"imagefolder", "cifar100", "domainnet", "coco_objects", "coco_captions",
+                            "flickr30k_captions"}
     write_domainnet(tmp_path)
     ds = load_dataset("domainnet", tmp_path, "test", domains=["clipart"])
     assert isinstance(ds, ClassificationSet) and len(ds) == 3
@@ -426,3 +471,16 @@ def test_write_shards_retrieval_round_trip(tmp_path):
     assert close_to(Image.open(io.BytesIO(samples[1][1])), GREEN)
     table = pd.read_parquet(out / "00000.parquet")
     assert [len(c) for c in table["captions"]] == [5, 6] and "labels" not in table
+
+
+def test_static_flickr30k_shards_list_every_caption(tmp_path):
+    """A static retrieval set's sample json holds all captions of its image (``captions``); its
+    ``caption`` and .txt stay the first one."""
+    write_flickr(tmp_path)
+    ds = load_dataset("flickr30k_captions", tmp_path, "test")
+    write_shards(ds, tmp_path / "shards")
+    samples = read_tars(tmp_path / "shards")
+    assert [meta["captions"] for *_, meta in samples] == [s.captions for s in ds]
+    assert [len(meta["captions"]) for *_, meta in samples] == [5, 4]
+    assert [txt for _, _, txt, _ in samples] == [meta["caption"] for *_, meta in samples] == \
+        [s.captions[0] for s in ds]

@@ -5,15 +5,19 @@ Each loader takes the dataset's root folder, a split and options, and returns a
 ``export.write_shards`` turns one into img2dataset-style shards. ``load_dataset(format, path,
 split, **options)`` picks the loader by name:
 
-================  ======================================================  ==================
-format            on-disk layout                                          splits
-================  ======================================================  ==================
-imagefolder       ``root/<split>/<class_dir>/<image>`` (ImageNet)          folder names
-cifar100          ``cifar-100-python/{train,test,meta}`` pickles            train, test
-domainnet         ``<domain>/<class>/<file>`` + ``<domain>_<split>.txt``   train, test
-coco_objects      COCO 2017 ``instances_<split>2017.json`` boxes, cropped  train, val
-coco_captions     Karpathy's ``dataset_coco.json`` on COCO 2017 images     train, val, test, restval
-================  ======================================================  ==================
+==================  ============================================================  =========================
+format              on-disk layout                                                splits
+==================  ============================================================  =========================
+imagefolder         ``root/<split>/<class_dir>/<image>`` (ImageNet)               folder names
+cifar100            ``cifar-100-python/{train,test,meta}`` pickles                train, test
+domainnet           ``<domain>/<class>/<file>`` + ``<domain>_<split>.txt``        train, test
+coco_objects        COCO 2017 ``instances_<split>2017.json`` boxes, cropped       train, val
+coco_captions       Karpathy's ``dataset_coco.json`` on COCO 2017 images          train, val, test, restval
+flickr30k_captions  Karpathy's ``dataset_flickr30k.json``, ``flickr30k-images/``  train, val, test
+==================  ============================================================  =========================
+
+A retrieval set keeps every caption of an image (``RetrievalSample.captions``); exported, they
+are the sample's ``captions`` metadata list, its ``caption`` / ``.txt`` being the first.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from ticlip_core.data.datasets.cifar100 import load_cifar100
 from ticlip_core.data.datasets.coco import coco_captions, coco_objects
 from ticlip_core.data.datasets.domainnet import load_domainnet
 from ticlip_core.data.datasets.export import write_shards
+from ticlip_core.data.datasets.flickr30k import flickr30k_captions
 from ticlip_core.data.datasets.imagefolder import load_imagefolder
 
 LOADERS: dict[str, Callable[..., ClassificationSet | RetrievalSet]] = {
@@ -33,6 +38,7 @@ LOADERS: dict[str, Callable[..., ClassificationSet | RetrievalSet]] = {
     "domainnet": load_domainnet,
     "coco_objects": coco_objects,
     "coco_captions": coco_captions,
+    "flickr30k_captions": flickr30k_captions,
 }
 
 
@@ -45,5 +51,5 @@ def load_dataset(format: str, path: str | os.PathLike, split: str,
 
 
 __all__ = ["LOADERS", "ClassificationSample", "ClassificationSet", "RetrievalSample", "RetrievalSet",
-           "coco_captions", "coco_objects", "load_cifar100", "load_dataset", "load_domainnet",
+           "coco_captions", "coco_objects", "flickr30k_captions", "load_cifar100", "load_dataset", "load_domainnet",
            "load_imagefolder", "write_shards"]

@@ -7,6 +7,7 @@ are ``functools.partial`` objects, so a set can be pickled into data-loader work
 """
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -150,3 +151,27 @@ def missing_files_error(missing: list[str], where: str) -> FileNotFoundError:
     """FileNotFoundError listing (the first few of) the image files ``missing`` under ``where``."""
     shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
     return FileNotFoundError(f"{where}: image file(s) listed but not found: {shown}")
+
+
+def read_json(path: Path, keys: tuple[str, ...]) -> dict:
+    """The JSON object in ``path``; ValueError when it is not valid JSON or lacks a top-level ``keys``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    missing = [k for k in keys if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise ValueError(f"{path}: missing top-level key(s) {missing}")
+    return data
+
+
+def karpathy_captions(entry: dict, json_path: Path, image: str) -> list[str]:
+    """Every caption of one image entry of Karpathy's split files (``dataset_coco.json``,
+    ``dataset_flickr30k.json``): the ``raw`` sentences, stripped, empty ones dropped, in file
+    order; ValueError naming ``image`` when none is left."""
+    captions = [s["raw"].strip() for s in entry.get("sentences", [])]
+    captions = [c for c in captions if c]
+    if not captions:
+        raise ValueError(f"{json_path}: image {image} has no captions")
+    return captions

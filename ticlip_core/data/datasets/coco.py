@@ -8,7 +8,6 @@ among the COCO 2017 files, which hold the same pictures as 2014 under ``{cocoid:
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from functools import partial
@@ -17,7 +16,8 @@ from pathlib import Path
 from PIL import Image
 
 from ticlip_core.data.datasets.base import (ClassificationSample, ClassificationSet, RetrievalSample, RetrievalSet,
-                   check_split, lazy_image, missing_files_error, open_rgb, require_file)
+                                            check_split, karpathy_captions, lazy_image, missing_files_error,
+                                            open_rgb, read_json, require_file)
 
 OBJECT_SPLITS = ("train", "val")
 # Karpathy's training set is his "train" plus "restval" (the rest of val2014).
@@ -43,7 +43,7 @@ def coco_objects(root: str | os.PathLike, split: str = "train", *,
     root = Path(root)
     ann_path = require_file(root / "annotations" / f"instances_{split}2017.json",
                             "COCO instances annotation file")
-    data = _read_json(ann_path, ("images", "annotations", "categories"))
+    data = read_json(ann_path, ("images", "annotations", "categories"))
 
     categories = sorted(data["categories"], key=lambda c: c["id"])
     label_of = {}
@@ -132,7 +132,7 @@ def coco_captions(root: str | os.PathLike, split: str = "test",
     root = Path(root)
     json_path = Path(karpathy_json) if karpathy_json is not None else \
         root / "annotations" / "dataset_coco.json"
-    data = _read_json(require_file(json_path, "Karpathy COCO split file (dataset_coco.json)"),
+    data = read_json(require_file(json_path, "Karpathy COCO split file (dataset_coco.json)"),
                       ("images",))
     wanted = KARPATHY_SPLITS[split]
     # One directory listing per 2017 folder instead of a stat per image.
@@ -148,10 +148,7 @@ def coco_captions(root: str | os.PathLike, split: str = "test",
         if rel is None:
             missing.append((cocoid, _candidates(root, entry)))
             continue
-        captions = [s["raw"].strip() for s in entry.get("sentences", [])]
-        captions = [c for c in captions if c]
-        if not captions:
-            raise ValueError(f"{json_path}: image cocoid={cocoid} has no captions")
+        captions = karpathy_captions(entry, json_path, f"cocoid={cocoid}")
         samples.append(RetrievalSample(
             key=f"{cocoid:012d}", load=lazy_image(root / rel), captions=captions,
             meta={"cocoid": cocoid, "imgid": entry.get("imgid"), "karpathy_split": entry["split"],
@@ -187,15 +184,3 @@ def _resolve_image(root: Path, entry: dict, listings: dict[str, set[str]]) -> st
         if (root / rel).is_file():
             return rel
     return None
-
-
-def _read_json(path: Path, keys: tuple[str, ...]) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    missing = [k for k in keys if not isinstance(data, dict) or k not in data]
-    if missing:
-        raise ValueError(f"{path}: missing top-level key(s) {missing}")
-    return data
