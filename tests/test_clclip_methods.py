@@ -152,20 +152,88 @@ def test_pseudo_sentences_layout():
         pseudo_sentences(generator, VOCAB, 1, CONTEXT - 1, SOT, EOT, CONTEXT)
 
 
-def test_vr_lwf_is_zero_for_the_teacher_and_replays_previous_classes(micro):
+def perturb(model, seed=0):
+    """Move the image projection so the student differs from its teacher."""
+    with torch.no_grad():
+        model.visual.proj.add_(0.5 * torch.randn(model.visual.proj.shape, generator=torch.Generator().manual_seed(seed)))
+
+
+def test_vr_lwf_is_zero_for_the_teacher_and_positive_after_a_change(micro):
     model = fresh(micro)
     ctx = mst_ctx(model, micro[1])
     method = get_method("vr_lwf", num_pseudo=16)
     method.before_step(ctx)
-    assert ctx.info["vr_lwf_replayed_previous_classes"] == 3
+    assert ctx.info["vr_lwf_distilled_classes"] == 6      # MST session 1: current + previous classes
     _, extra = batch_loss(method, ctx, images(), torch.arange(8) % 3)
     assert abs(extra.item()) < 1e-5           # student == teacher at the start of the session
-    with torch.no_grad():
-        model.visual.proj.add_(0.5 * torch.randn_like(model.visual.proj))
+    perturb(model)
     _, extra = batch_loss(method, ctx, images(), torch.arange(8) % 3)
     assert extra.item() > 1e-4
     with pytest.raises(ValueError, match="length M=30"):
         get_method("vr_lwf", length=30).before_step(make_ctx(fresh(micro), micro[1]))
+
+
+def test_vr_lwf_two_kl_terms_pseudo_sentences_and_seen_classes(micro):
+    """The authors' loss: beta * (KL over the pseudo-sentences alone + KL over the current and
+    previous classes' prompts, each its own softmax); the class term only in MST after session 0."""
+    from ticlip_core.losses import kl_distillation
+
+    model = fresh(micro)
+    perturb(model)                            # student != teacher (the teacher is the session's start state)
+    teacher_state = snapshot(micro[0])
+    ctx = make_ctx(model, micro[1], "wm", "mst", 1, (3, 4, 5), range(6), previous=teacher_state)
+    beta = 0.7
+    both, pseudo_only = get_method("vr_lwf", beta=beta, num_pseudo=12), \
+        get_method("vr_lwf", beta=beta, num_pseudo=12, distill_seen_classes=False)
+    lwf = get_method("lwf", beta=beta)
+    for method in (both, pseudo_only, lwf):
+        method.before_step(ctx)
+    assert ctx.info["vr_lwf_distilled_classes"] == 0   # pseudo_only's before_step ran last among the VR-LwFs
+    imgs, targets = images(), torch.arange(8) % 3
+    _, with_classes = batch_loss(both, ctx, imgs, targets)
+    _, without = batch_loss(pseudo_only, ctx, imgs, targets)
+    _, class_term = batch_loss(lwf, ctx, imgs, targets)  # LwF's KL: the seen classes' prompts
+    assert class_term.item() > 1e-4
+    assert with_classes.item() == pytest.approx(without.item() + class_term.item(), rel=1e-5)
+    # the pseudo term alone: a softmax over the Ks pseudo-sentences only, the same draws (seed, session)
+    tokens = pseudo_sentences(torch.Generator().manual_seed(1), VOCAB, 12, 8, SOT, EOT, CONTEXT)
+    with torch.no_grad():
+        old, new = pseudo_only.teacher(imgs, None), model(imgs, None)
+        old_logits = old["logit_scale"] * old["image_features"] @ pseudo_only.teacher.encode_text(tokens, normalize=True).T
+        new_logits = new["logit_scale"] * new["image_features"] @ model.encode_text(tokens, normalize=True).T
+    assert without.item() == pytest.approx(beta * kl_distillation(new_logits, old_logits).item(), rel=1e-5)
+    # OST (and MST's first session): the pseudo-sentence term only
+    ost = get_method("vr_lwf", num_pseudo=12)
+    ost.before_step(make_ctx(model, micro[1], previous=teacher_state))
+    assert ost.teacher_classes is None
+
+
+def test_vr_lwf_defaults_draw_eight_random_tokens(micro):
+    """Length 8: the authors' 10-token pseudo-sentences are start, 8 random tokens, end."""
+    method = get_method("vr_lwf")
+    assert method.options["length"] == 8 and method.options["num_pseudo"] == 100
+    ctx = make_ctx(fresh(micro), micro[1])
+    method.before_step(ctx)
+    tokens = method.draw(ctx)
+    assert tokens.shape == (100, CONTEXT)
+    assert (tokens[:, 0] == SOT).all() and (tokens[:, 9] == EOT).all() and (tokens[:, 10:] == 0).all()
+    assert not torch.isin(tokens[:, 1:9], torch.tensor([0, SOT, EOT])).any()
+
+
+@pytest.mark.parametrize("variant", ["wm", "io"])
+def test_vr_lwf_trains_the_temperature_only_when_asked(micro, variant):
+    for train_temperature in (False, True):
+        model = fresh(micro)
+        method = get_method("vr_lwf", num_pseudo=8, train_temperature=train_temperature)
+        ctx = make_ctx(model, micro[1], variant)
+        before = model.logit_scale.detach().clone()
+        train(method, ctx, steps=2, lr=0.05)
+        assert ctx.info["vr_lwf_train_temperature"] is train_temperature
+        assert torch.equal(model.logit_scale.detach(), before) is not train_temperature
+        params = method.trainable_parameters(ctx)
+        assert sum(p is model.logit_scale for p in params) == int(train_temperature)
+        assert all(towers.tower_of(n) in (*towers.towers_of(variant), "shared")
+                   for n, p in model.named_parameters() if p.requires_grad)
 
 
 def test_vr_lwf_corpus_replay_uses_the_captions(micro):
@@ -219,32 +287,59 @@ def test_imm_after_session_interpolates_only_the_trained_tower(micro):
 
 # --- RKR -----------------------------------------------------------------------------------------
 
-def test_rkr_scaling_is_neutral_trains_alone_and_reloads(micro):
+LINEARS = ("attn.out_proj", "mlp.c_fc", "mlp.c_proj")
+
+
+def test_rkr_scales_every_linear_output_as_scaled_weights(micro):
+    """scale_at linear (the authors' code): the output of each Linear of each block (attention's
+    output projection too, which torch's attention never calls as a module) times its factors:
+    the same model as one whose Linear rows (weight and bias) are scaled by them."""
     model = fresh(micro).eval()
     tokens = micro[1](["this is a photo of cat.", "a dog."])
     with torch.no_grad():
         reference = model(images(), tokens)
-    install_scaling(model, ["image", "text"])
-    install_scaling(model, ["image", "text"])          # idempotent
-    blocks = list(model.visual.transformer.resblocks) + list(model.transformer.resblocks)
-    assert all(len(b._forward_hooks) == 1 for b in blocks)
+    scales = install_scaling(model, ["image", "text"])
+    assert install_scaling(model, ["image", "text"])[0] is scales[0]          # idempotent
+    names = sorted(n for n, _ in model.named_parameters() if n.endswith("rkr_scale"))
+    assert names == sorted(f"{tower}.resblocks.0.{lin}.rkr_scale" for tower in ("transformer", "visual.transformer")
+                           for lin in LINEARS)
     with torch.no_grad():
-        scaled = model(images(), tokens)
-    assert torch.equal(scaled["image_features"], reference["image_features"])
-    assert torch.equal(scaled["text_features"], reference["text_features"])
+        neutral = model(images(), tokens)
+    assert torch.equal(neutral["image_features"], reference["image_features"])
+    assert torch.equal(neutral["text_features"], reference["text_features"])
 
-    model.train()
+    folded = fresh(micro).eval()
+    generator = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for prefix in ("visual.transformer", "transformer"):
+            for lin in LINEARS:
+                scaled = model.get_submodule(f"{prefix}.resblocks.0.{lin}")
+                plain = folded.get_submodule(f"{prefix}.resblocks.0.{lin}")
+                s = 0.5 + torch.rand(scaled.out_features, generator=generator)
+                scaled.rkr_scale.copy_(s)
+                plain.weight.mul_(s[:, None])
+                plain.bias.mul_(s)
+        got, want = model(images(), tokens), folded(images(), tokens)
+    assert torch.allclose(got["image_features"], want["image_features"], atol=1e-5)
+    assert torch.allclose(got["text_features"], want["text_features"], atol=1e-5)
+    assert not torch.allclose(got["image_features"], reference["image_features"], atol=1e-3)
+
+
+def test_rkr_trains_only_its_scales_and_reloads(micro):
+    model = fresh(micro)
+    tokens = micro[1](["this is a photo of cat.", "a dog."])
     ctx = make_ctx(model, micro[1], "wm")
-    before = snapshot(model)
     method = get_method("rkr")
+    method.prepare_model(model, "wm")
+    before = snapshot(model)
     method.before_step(ctx)
     method.trainable_parameters(ctx)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {n for n in before if n.endswith("rkr_scale")} and len(trainable) == len(blocks)
+    assert trainable == {n for n in before if n.endswith("rkr_scale")} and len(trainable) == 6
+    assert ctx.info["rkr_scale_parameters"] == 2 * (32 + 128 + 32) and ctx.info["rkr_scale_at"] == "linear"
     train(method, ctx, steps=3)
     for name, value in model.state_dict().items():
-        changed = not torch.equal(value, before[name])
-        assert changed == name.endswith("rkr_scale"), name
+        assert (not torch.equal(value, before[name])) == name.endswith("rkr_scale"), name
 
     reloaded = fresh(micro).eval()
     get_method("rkr").prepare_model(reloaded, "wm")
@@ -252,7 +347,28 @@ def test_rkr_scaling_is_neutral_trains_alone_and_reloads(micro):
     model.eval()
     with torch.no_grad():
         assert torch.equal(reloaded(images(), tokens)["image_features"], model(images(), tokens)["image_features"])
+
+
+def test_rkr_block_output_option(micro):
+    """scale_at block (the paper's wording): one factor vector per block output, ones at first."""
+    model = fresh(micro).eval()
+    tokens = micro[1](["this is a photo of cat."])
+    with torch.no_grad():
+        reference = model(images(), tokens)
+    install_scaling(model, ["image", "text"], "block")
+    blocks = list(model.visual.transformer.resblocks) + list(model.transformer.resblocks)
+    assert all(len(b._forward_hooks) == 1 for b in blocks)
+    with torch.no_grad():
+        assert torch.equal(model(images(), tokens)["image_features"], reference["image_features"])
+        model.visual.transformer.resblocks[0].rkr_scale.mul_(2.0)
         assert not torch.equal(model(images(), tokens)["image_features"], reference["image_features"])
+    method = get_method("rkr", scale_at="block")
+    ctx = make_ctx(fresh(micro), micro[1], "wm")
+    method.before_step(ctx)
+    assert sorted(n for n, p in ctx.model.named_parameters() if n.endswith("rkr_scale")) == \
+        ["transformer.resblocks.0.rkr_scale", "visual.transformer.resblocks.0.rkr_scale"]
+    with pytest.raises(ValueError, match="unknown scale_at 'layer'"):
+        install_scaling(fresh(micro), ["image"], "layer")
 
 
 def test_rkr_io_scales_only_the_image_tower(micro):
@@ -260,10 +376,10 @@ def test_rkr_io_scales_only_the_image_tower(micro):
     method = get_method("rkr")
     ctx = make_ctx(model, micro[1], "io")
     method.before_step(ctx)
-    assert len(method.trainable_parameters(ctx)) == 1
+    assert len(method.trainable_parameters(ctx)) == 3
     names = [n for n, p in model.named_parameters() if p.requires_grad]
-    assert names == ["visual.transformer.resblocks.0.rkr_scale"]
-    assert not hasattr(model.transformer.resblocks[0], "rkr_scale")
+    assert names == [f"visual.transformer.resblocks.0.{lin}.rkr_scale" for lin in LINEARS]
+    assert not any(n.endswith("rkr_scale") for n, _ in model.transformer.named_parameters())
 
 
 # --- GeoDL ---------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 from ticlip_core.clclip.methods import register
 from ticlip_core.engine.method import Method
-from ticlip_core.clclip.distill import beta_of, class_text_features, previous_classes, teacher_from
+from ticlip_core.clclip.distill import (beta_of, previous_classes, seen_class_features, teacher_from,
+                                        teacher_seen_class_features)
 
 PADDING_ID = 0
 
@@ -45,29 +46,34 @@ def corpus_sentences(generator, corpus: list[str], ks: int, tokenizer):
 
 @register
 class VRLwF(Method):
-    """VR-LwF: cross-entropy + beta * KL(p_old || p_new) over replayed-vocabulary pseudo-classes (Eq. 15-17, Alg. 1).
+    """VR-LwF: cross-entropy + beta * (KL over pseudo-sentence classes, + in MST over seen classes) (Eq. 15-17).
 
-    Every batch draws Ks fresh pseudo-sentences of M random vocabulary tokens (Alg. 1); they act
-    as pseudo-classes: p_old, p_new (Eq. 15-16) are the softmax over them of
-    ``logit_scale * <f, t_s>``, from the old model's image and pseudo-sentence text features and
-    logit scale, and from the current model's. The old model is ``ctx.previous_state`` (the
-    original CLIP in OST, the previous session's model in MST). In MST the prompts of the
-    previous sessions' classes are appended to the pseudo-classes (L_VR + L_Pre, Sec. V), as one
-    softmax over both. Eq. 17 as printed is -sum_s p_new^s log p_old^s; we use the standard LwF
-    direction KL(p_old || p_new).
+    As the authors' code does (docs/clclip.md): every batch draws Ks fresh pseudo-sentences of M
+    random vocabulary tokens (Alg. 1); they act as pseudo-classes: p_old, p_new (Eq. 15-16) are
+    the softmax over them of ``logit_scale * <f, t_s>``, from the old model's image and
+    pseudo-sentence text features and logit scale, and from the current model's. The old model is
+    ``ctx.previous_state`` (the original CLIP in OST, the previous session's model in MST). In an
+    MST session after the first, a second KL, with its own softmax, distils the prompts of the
+    current and previous sessions' classes (L_VR + L_Pre, Sec. V; the authors' code distils the
+    current classes too), as LwF does. Eq. 17 as printed is -sum_s p_new^s log p_old^s; we use
+    the standard LwF direction KL(p_old || p_new), as the authors' code does.
 
-    Options: ``beta`` (1.0, tuned on validation A-Acc), ``length`` M (10), ``num_pseudo`` Ks (100),
-    ``replay_previous_classes`` (True), ``corpus`` (None; a list of captions: the caption-corpus
-    replay ablation, pseudo-sentences are Ks random captions from it, tokenised normally) and
-    ``seed`` (0): the token draws come from a generator seeded from (seed, session), so each
-    session's draws are the same whether sessions run in one process or in separate jobs.
+    Options: ``beta`` (1.0, tuned on validation A-Acc), ``length`` M (8: the authors' 10-token
+    sequences hold the start and end tokens and 8 random ones), ``num_pseudo`` Ks (100),
+    ``distill_seen_classes`` (True: the MST class term), ``train_temperature`` (False: the
+    temperature ``logit_scale`` stays the original's, as in every other method of the study;
+    True trains it with the variant's towers, as the authors' code does), ``corpus`` (None; a
+    list of captions: the caption-corpus replay ablation, pseudo-sentences are Ks random captions
+    from it, tokenised normally) and ``seed`` (0): the token draws come from a generator seeded
+    from (seed, session), so each session's draws are the same whether sessions run in one
+    process or in separate jobs.
     """
 
     name = "vr_lwf"
     study = "clclip"
     hyperparameter = "beta"
-    defaults = {"beta": 1.0, "length": 10, "num_pseudo": 100, "replay_previous_classes": True,
-                "corpus": None, "seed": 0}
+    defaults = {"beta": 1.0, "length": 8, "num_pseudo": 100, "distill_seen_classes": True,
+                "train_temperature": False, "corpus": None, "seed": 0}
 
     def before_step(self, ctx):
         import torch
@@ -84,18 +90,22 @@ class VRLwF(Method):
                              ctx.tokenizer.eot_token_id, self.context_length)
         self.generator = torch.Generator().manual_seed(int(self.options["seed"]) * 1_000_003 + ctx.session)
         self.teacher = teacher_from(ctx.previous_state, ctx)
-        self.previous = previous_classes(ctx) if self.options["replay_previous_classes"] else []
-        self.teacher_previous = None
-        if self.previous:
-            with torch.no_grad():
-                self.teacher_previous = self._class_features(self.teacher, ctx)
+        # the class term from MST's second session on (the authors' phase > 0): current + previous classes
+        distill_classes = self.options["distill_seen_classes"] and bool(previous_classes(ctx))
+        self.teacher_classes = teacher_seen_class_features(self.teacher, ctx) if distill_classes else None
         ctx.info["beta"] = self.beta
         ctx.info["vr_lwf_pseudo_classes"] = self.num_pseudo
-        ctx.info["vr_lwf_replayed_previous_classes"] = len(self.previous)
+        ctx.info["vr_lwf_distilled_classes"] = 0 if self.teacher_classes is None else len(self.teacher_classes)
+        ctx.info["vr_lwf_train_temperature"] = bool(self.options["train_temperature"])
 
-    def _class_features(self, model, ctx):
-        names = [ctx.classnames[c] for c in self.previous]
-        return class_text_features(model, ctx.tokenizer, names, ctx.templates, ctx.device)
+    def trainable_parameters(self, ctx):
+        """The variant's parameters, plus the temperature ``logit_scale`` with ``train_temperature``."""
+        params = super().trainable_parameters(ctx)
+        if self.options["train_temperature"]:
+            scale = ctx.model.logit_scale
+            scale.requires_grad_(True)
+            params += [] if any(p is scale for p in params) else [scale]
+        return params
 
     def draw(self, ctx):
         """This batch's pseudo-sentences (advancing the generator), on ``ctx.device``."""
@@ -116,14 +126,15 @@ class VRLwF(Method):
         with torch.no_grad():
             old = self.teacher(images, None)
             old_text = self.teacher.encode_text(tokens, normalize=True)
-            if self.teacher_previous is not None:
-                old_text = torch.cat([old_text, self.teacher_previous])
             old_logits = old["logit_scale"] * old["image_features"] @ old_text.T
         new_text = ctx.model.encode_text(tokens, normalize=True)
-        if self.previous:
-            new_text = torch.cat([new_text, self._class_features(ctx.model, ctx)])
         new_logits = out["logit_scale"] * out["image_features"] @ new_text.T
-        return self.beta * kl_distillation(new_logits, old_logits)
+        loss = kl_distillation(new_logits, old_logits)                      # L_VR, Eq. 17
+        if self.teacher_classes is not None:                                 # L_Pre: its own softmax
+            old_class_logits = old["logit_scale"] * old["image_features"] @ self.teacher_classes.T
+            new_class_logits = out["logit_scale"] * out["image_features"] @ seen_class_features(ctx, class_features).T
+            loss = loss + kl_distillation(new_class_logits, old_class_logits)
+        return self.beta * loss
 
     def after_step(self, ctx):
-        self.teacher = self.teacher_previous = None
+        self.teacher = self.teacher_classes = None
