@@ -138,3 +138,14 @@ class VRLwF(Method):
 
     def after_step(self, ctx):
         self.teacher = self.teacher_classes = None
+
+    def state_dict(self):
+        """The pseudo-sentence generator's state: a resumed session draws the sentences an
+        uninterrupted one would (``before_step`` reseeds it, then the loop restores this)."""
+        generator = getattr(self, "generator", None)
+        return {} if generator is None else {"generator": generator.get_state()}
+
+    def load_state_dict(self, state):
+        """Restore the generator's state that ``state_dict`` returned."""
+        if "generator" in state:
+            self.generator.set_state(state["generator"])
