@@ -110,19 +110,25 @@ rule clclip_ablation:
         "../workflow_scripts/clclip_ablation.py"
 
 
+# Tables III-VIII: each rendered as HTML in the report (with its caption) and as CSV, Markdown and
+# LaTeX; the compute columns come from the clclip_run rule's compute records once it writes them.
 rule clclip_tables:
     input:
         runs=clclip_run_outputs(),
         ablations=clclip_ablation_outputs(),
+        compute=(expand(rules.clclip_run.output.compute, method=[Path(p).stem for p in clclip_run_outputs()])
+                 if "compute" in rules.clclip_run.output.keys() else []),
     output:
-        tables=report(
-            expand(f"{CLCLIP}/{{table}}.{{ext}}", table=CLCLIP_TABLES, ext=["csv", "md"]),
-            category="CL-CLIP",
-        ),
+        **{table: report(f"{CLCLIP}/{table}.html", caption=f"../report/clclip_{table}.rst", category="CL-CLIP",
+                         subcategory="Tables", labels={"table": table, "format": "HTML"})
+           for table in CLCLIP_TABLES},
+        csv=report(expand(f"{CLCLIP}/{{table}}.csv", table=CLCLIP_TABLES), caption="../report/clclip_csv.rst",
+                   category="CL-CLIP", subcategory="Tables (CSV)"),
+        md=expand(f"{CLCLIP}/{{table}}.md", table=CLCLIP_TABLES),
         tex=expand(f"{CLCLIP}/{{table}}.tex", table=CLCLIP_TABLES),
         rows=f"{CLCLIP}/all_rows.csv",
-        figure=report(f"{CLCLIP}/fig4_mst_sessions.png", category="CL-CLIP",
-                      labels={"output": "Fig. 4: UT-Acc and ZS-Acc per MST session"}),
+        figure=report(f"{CLCLIP}/fig4_mst_sessions.png", caption="../report/clclip_fig4.rst", category="CL-CLIP",
+                      subcategory="Figures", labels={"figure": "Fig. 4: UT-Acc and ZS-Acc per MST session"}),
     params:
         settings=CLCLIP_SETTINGS,
     conda:

@@ -39,6 +39,7 @@ rule evaluate_run:
         expand(f"{TIC}/evals/{{{{run}}}}/{{step}}.csv", step=STEPS),
     params:
         steps=STEPS,
+        scenario=config["data"]["name"],  # the rows' scenario: the benchmark
         static_sets=STATIC_SETS,
         dynamic_tasks=DYNAMIC_TASKS,
         cfg=evaluate_job(config, DYNAMIC_TASKS),
@@ -64,10 +65,14 @@ rule tic_table:
         evals=evals_of(METHODS),
         compute=compute_of(METHODS),
     output:
-        csv=report(f"{TIC}/table2.csv", category="TiC-CLIP", labels={"output": "Table 2 (CSV)"}),
-        md=report(f"{TIC}/table2.md", category="TiC-CLIP", labels={"output": "Table 2 (Markdown)"}),
+        html=report(f"{TIC}/table2.html", caption="../report/table2.rst", category="TiC-CLIP",
+                    subcategory="Tables", labels={"table": "Table 2", "format": "HTML"}),
+        csv=report(f"{TIC}/table2.csv", caption="../report/table2.rst", category="TiC-CLIP",
+                   subcategory="Tables", labels={"table": "Table 2", "format": "CSV"}),
+        md=f"{TIC}/table2.md",
         tex=f"{TIC}/table2.tex",
-        per_step=report(f"{TIC}/per_step.csv", category="TiC-CLIP", labels={"output": "Per-step scores and compute"}),
+        per_step=report(f"{TIC}/per_step.csv", caption="../report/per_step.rst", category="TiC-CLIP",
+                        subcategory="Tables", labels={"table": "Per-step scores and compute", "format": "CSV"}),
         rows=f"{TIC}/all_evals.csv",
     params:
         steps=STEPS,
@@ -87,8 +92,11 @@ rule lr_ablation_table:
         evals=evals_of(ABLATION),
         compute=compute_of(ABLATION),
     output:
-        csv=report(f"{TIC}/lr_ablation.csv", category="TiC-CLIP", labels={"output": "LR ablation (CSV)"}),
-        md=report(f"{TIC}/lr_ablation.md", category="TiC-CLIP", labels={"output": "LR ablation (Markdown)"}),
+        html=report(f"{TIC}/lr_ablation.html", caption="../report/lr_ablation.rst", category="TiC-CLIP",
+                    subcategory="Tables", labels={"table": "LR ablation", "format": "HTML"}),
+        csv=report(f"{TIC}/lr_ablation.csv", caption="../report/lr_ablation.rst", category="TiC-CLIP",
+                   subcategory="Tables", labels={"table": "LR ablation", "format": "CSV"}),
+        md=f"{TIC}/lr_ablation.md",
         tex=f"{TIC}/lr_ablation.tex",
     params:
         steps=STEPS,

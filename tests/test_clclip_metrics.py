@@ -1,4 +1,6 @@
-"""CL-CLIP metrics on hand-made accuracy tables and features, with values worked out by hand."""
+"""CL-CLIP metrics (ticlip_core/metrics.py) and CL-CLIP's Recall@k settings of the shared entry
+(ticlip_core/evaluation.py: folds, equal weights, TR/IR names) on hand-made accuracy tables and
+features, with values worked out by hand."""
 from __future__ import annotations
 
 import math
@@ -7,10 +9,22 @@ import numpy as np
 import pytest
 import torch
 
-from ticlip_core.clclip.metrics import (a_acc, accuracy_matrix, bwt, recall_at_k, recall_folds,
-                                        session_accuracies, ut_acc_mst, ut_acc_ost)
+from ticlip_core.evaluation import recall_at_k as shared_recall_at_k
+from ticlip_core.metrics import (a_acc, accuracy_matrix, bwt, class_accuracies, session_accuracies, ut_acc_mst,
+                                 ut_acc_ost)
 from ticlip_core.tic.evaluate import recall_at_k as paired_recall_at_k
 from ticlip_core.retrieval import NonFiniteFeaturesError
+
+
+def recall_at_k(image_features, text_features, image_of_text, ks=(1, 5), chunk=1024):
+    """CL-CLIP's recall on the whole set: TR@k / IR@k."""
+    return shared_recall_at_k(image_features, text_features, image_of_text, ks, naming="clclip", chunk=chunk)
+
+
+def recall_folds(image_features, text_features, image_of_text, ks=(1, 5), fold_size=1000):
+    """CL-CLIP's recall over folds of ``fold_size`` images, averaged with equal weights (COCO 5k: 5 x 1k)."""
+    return shared_recall_at_k(image_features, text_features, image_of_text, ks, pool_size=fold_size,
+                              weighting="equal", naming="clclip")
 
 NAN = float("nan")
 # A[i][j]: accuracy on session j's classes after training session i.
@@ -62,15 +76,22 @@ def test_matrix_errors():
 def test_session_accuracies_and_ost_accuracy():
     labels = [0, 0, 1, 2, 2, 2]
     correct = [True, False, True, True, True, False]
-    # session {0}: 1/2; session {1, 2}: 3/4; session {3}: no samples
+    # per class: 0 -> 1/2, 1 -> 1/1, 2 -> 2/3, 3 -> no samples
+    assert class_accuracies(correct, labels, 4)[:3] == pytest.approx([0.5, 1.0, 2 / 3])
+    assert math.isnan(class_accuracies(correct, labels, 4)[3])
+    # session {0}: 1/2; session {1, 2}: the mean of its classes' accuracies (1 + 2/3) / 2 = 5/6 (the
+    # authors' get_acc_bwt), not the 3/4 of its 4 samples; session {3}: no samples
     row = session_accuracies(correct, labels, [[0], [1, 2], [3]])
-    assert row[:2] == pytest.approx([0.5, 0.75]) and math.isnan(row[2])
+    assert row[:2] == pytest.approx([0.5, 5 / 6]) and math.isnan(row[2])
+    assert session_accuracies(correct, labels, [[1, 3]]) == pytest.approx([1.0])  # a class without samples is left out
     assert ut_acc_ost(correct) == pytest.approx(4 / 6)
     assert ut_acc_ost(torch.tensor([True, True])) == 1.0
     with pytest.raises(ValueError, match="no test samples"):
         ut_acc_ost([])
     with pytest.raises(ValueError, match="3 correctness flags for 2 labels"):
         session_accuracies([1, 0, 1], [0, 1], [[0]])
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
+        class_accuracies([1, 0], [0, 2], 2)
 
 
 def test_recall_identity_features_are_perfect():
@@ -126,7 +147,7 @@ def test_non_finite_features_are_refused():
 
 
 def test_accuracies_take_fractional_credits():
-    # a tie among 4 classes gives 1/4 credit (session.class_accuracy via retrieval.topk_credit)
+    # a tie among 4 classes gives 1/4 credit (scoring.class_accuracy via retrieval.topk_credit)
     credit = torch.tensor([1.0, 0.25, 0.25, 0.0])
     row = session_accuracies(credit, [0, 0, 1, 1], [[0], [1]])
     assert row == pytest.approx([0.625, 0.125])  # bool() would have made 0.25 a full hit

@@ -76,9 +76,9 @@ def test_chosen_values_are_written_next_to_the_results(study):
 
 def test_figure_4_and_all_rows(study):
     assert (study / "fig4_mst_sessions.png").stat().st_size > 10_000
-    rows = pd.read_csv(study / "all_rows.csv", dtype={"session": str})
-    mst = rows[(rows["setting"] == "mst") & (rows["session"] != "final")]
-    assert set(mst["session"]) == {"0", "1"}  # the micro config's two sessions
+    rows = pd.read_csv(study / "all_rows.csv", dtype={"train_step": str})  # the one row schema (docs/metrics.md)
+    mst = rows[(rows["scenario"] == "mst") & (rows["train_step"] != "final")]
+    assert set(mst["train_step"]) == {"0", "1"}  # the micro config's two sessions
 
 
 def test_a_clclip_training_edit_reruns_the_trained_methods_only(study, tmp_path):

@@ -1,8 +1,13 @@
-"""Retrieval and zero-shot formulas on hand-made features with exact expected values."""
+"""The evaluation layer (ticlip_core/evaluation.py) and TiC's suite on hand-made features with exact
+expected values; the one prompt classifier against open_clip's."""
+import open_clip
 import pytest
 import torch
 
-from ticlip_core.tic.evaluate import NonFiniteFeaturesError, recall_at_k, zero_shot_accuracy
+from ticlip_core.evaluation import EncodedSet, class_text_features, eval_classifier, zero_shot_accuracy
+from ticlip_core.evaluation import recall_at_k as shared_recall_at_k
+from ticlip_core.models import create_model
+from ticlip_core.tic.evaluate import NonFiniteFeaturesError, all_captions, recall_at_k
 from ticlip_core.retrieval import dot_scores, topk_credit
 
 
@@ -71,12 +76,12 @@ def test_non_finite_features_are_refused_naming_the_source():
     with pytest.raises(NonFiniteFeaturesError, match="image features"):
         recall_at_k(img, txt, ks=[1], pool_size=4)
     with pytest.raises(NonFiniteFeaturesError, match="classification logits from run x"):
-        zero_shot_accuracy(img, torch.eye(2), [{0}] * 4, ks=(1,), source="run x")
+        zero_shot_accuracy(img, torch.eye(2), [{0}] * 4, ks=(1,), source="run x")  # (C, D) class features
 
 
 def test_zero_shot_accuracy_any_of_targets():
     feats = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
-    classifier = torch.tensor([[1.0, 0.0, 0.7], [0.0, 1.0, 0.7]])  # (D, C)
+    classifier = torch.tensor([[1.0, 0.0, 0.7], [0.0, 1.0, 0.7]]).T  # (C, D)
     # logits: s0 -> [1, 0, .7] top1=0; s1 -> [0, 1, .7] top1=1; s2 -> [.6, .8, .98] top1=2
     out = zero_shot_accuracy(feats, classifier, [{0}, {0}, {1, 2}], ks=(1, 2))
     assert out["top1"] == pytest.approx(2 / 3)
@@ -86,7 +91,7 @@ def test_zero_shot_accuracy_any_of_targets():
 
 def test_zero_shot_constant_model_scores_chance():
     feats = torch.zeros(6, 2)  # a collapsed model: every class scores 0 for every sample
-    classifier = torch.eye(2, 5)
+    classifier = torch.eye(5, 2)  # (C, D)
     out = zero_shot_accuracy(feats, classifier, [{i % 5} for i in range(6)], ks=(1, 2, 5, 9))
     # top-k of 5 tied classes holds the target with probability k/5 (top9 -> top5: k <= C);
     # argmax/topk broke ties by index and gave sample 0 (class 0) and sample 5 (class 0) a hit
@@ -117,5 +122,62 @@ def test_equal_dot_products_tie_wherever_they_sit(dim, n, c):
     # products a few ulps apart, which would break the constant model's ties.
     v = torch.nn.functional.normalize(torch.randn(1, dim, generator=torch.Generator().manual_seed(0)), dim=-1)
     assert dot_scores(v.repeat(n, 1), v.repeat(c, 1).T).unique().numel() == 1
-    out = zero_shot_accuracy(v.repeat(n, 1), v.repeat(c, 1).T, [{0}] * n, ks=(1,))
+    out = zero_shot_accuracy(v.repeat(n, 1), v.repeat(c, 1), [{0}] * n, ks=(1,))
     assert out["top1"] == pytest.approx(1 / c)
+
+
+def test_zero_shot_per_sample_credit():
+    feats = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    per = zero_shot_accuracy(feats, torch.eye(2), torch.tensor([0, 1]), ks=(1, 2), per_sample=True)
+    # sample 0 right; sample 1 ties both classes: 1/2 at top-1
+    assert per["top1"].tolist() == [1.0, 0.5] and per["top2"].tolist() == [1.0, 1.0]
+
+
+def test_recall_pools_vs_folds_and_naming():
+    # 3 images: pool {0, 1} perfect, pool {2} perfect; image 1's caption is image 0's -> pools of 2
+    img = torch.eye(3)
+    txt = torch.eye(3)[[0, 0, 2]]
+    size = shared_recall_at_k(img, txt, None, (1,), pool_size=2, weighting="size", naming="tic")
+    equal = shared_recall_at_k(img, txt, None, (1,), pool_size=2, weighting="equal", naming="clclip")
+    # round(3 / 2) = 2 pools: {0, 1} and {2}. i2t: images 0, 1 tie on captions 0, 1 -> 1/2 each; image 2: 1
+    assert size["i2t_R@1"] == pytest.approx((0.5 + 0.5 + 1) / 3)       # weighted by the pools' 2 and 1 queries
+    assert equal["TR@1"] == pytest.approx((0.5 + 1) / 2)                # each pool counts once
+    assert size["mean_R@1"] == pytest.approx((size["i2t_R@1"] + size["t2i_R@1"]) / 2)
+    assert set(equal) == {"TR@1", "IR@1"}
+    with pytest.raises(ValueError, match="naming"):
+        shared_recall_at_k(img, txt, naming="coco")
+
+
+def test_static_retrieval_scores_all_captions_of_an_image():
+    # two images; image 0 lists two captions, image 1 none (it keeps its own caption's feature)
+    img = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    own = torch.tensor([[0.0, 1.0], [0.0, 1.0]])  # image 0's own caption points at image 1
+    enc = EncodedSet(img, own, [{"key": "a", "captions": ["wrong", "right"]}, {"key": "b"}], 0)
+    vectors = {"wrong": [0.0, 1.0], "right": [1.0, 0.0]}
+    texts, owners = all_captions(enc, lambda t: torch.tensor([vectors[x] for x in t]))
+    assert owners.tolist() == [0, 0, 1] and texts.tolist() == [[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]
+    r = recall_at_k(img, texts, [1], 2, image_of_text=owners)
+    # i2t: image 0 finds "right" first; image 1's caption ties with "wrong" (image 0's) -> 1/2
+    # t2i: "wrong" ranks image 1 first (miss), "right" and image 1's caption hit
+    assert r["i2t_R@1"] == pytest.approx((1 + 0.5) / 2) and r["t2i_R@1"] == pytest.approx(2 / 3)
+    # paired with their own captions only, both images score both captions equally: 1/2 each
+    assert recall_at_k(img, own, [1], 2)["i2t_R@1"] == pytest.approx(0.5)
+    assert all_captions(EncodedSet(img, own, [{}, {}], 0), None)[1] is None  # no lists: paired
+    with pytest.raises(ValueError, match="'captions' must be a list"):
+        all_captions(EncodedSet(img, own, [{"captions": "one"}, {}], 0), None)
+
+
+def test_class_text_features_is_open_clips_classifier_bit_for_bit():
+    """The one prompt classifier (training, methods, evaluation) gives the very bits of open_clip's
+    ``build_zero_shot_classifier`` that TiC's evaluation used, so Table 2 cannot move; with
+    gradients (training) it is the same up to the batching of the text forward."""
+    model, _, _, tokenizer = create_model("ticlip-vit-micro", None, seed=0)
+    model.eval()
+    names = [f"class {i}" for i in range(20)]  # two open_clip batches of 16 and 4
+    templates = ["a photo of a {}.", "a {} in the wild."]
+    theirs = open_clip.build_zero_shot_classifier(model, tokenizer, names, [t.format for t in templates],
+                                                  num_classes_per_batch=16, device="cpu")
+    ours = eval_classifier(model, tokenizer, names, templates, "cpu")
+    assert ours.shape == (20, theirs.shape[0]) and torch.equal(ours, theirs.T)
+    trained = class_text_features(model, tokenizer, names, templates, "cpu")
+    assert trained.requires_grad and torch.allclose(trained, ours, atol=1e-6)

@@ -1,12 +1,18 @@
-"""TiC metric formulas (docs/metrics.md) on hand-made evaluation matrices and rows."""
+"""The metrics layer (docs/metrics.md) on hand-made evaluation matrices and rows: TiC's matrix
+metrics, the incremental-learning metrics (average incremental accuracy, last accuracy,
+forgetting), and the one row schema (ticlip_core/rows.py)."""
 
 import math
 
 import pandas as pd
 import pytest
 
+from ticlip_core import rows as row_schema
 from ticlip_core.metrics import (
+    average_incremental_accuracy,
     backward_transfer,
+    forgetting,
+    last_accuracy,
     evaluation_matrix,
     forward_transfer,
     in_domain,
@@ -145,6 +151,10 @@ def test_select_rows_guards():
     assert len(select_rows(two, study="clclip")) == 9
     with pytest.raises(ValueError, match="lack columns"):
         select_rows(rows.drop(columns=["study"]))
+    scenarios = pd.concat([rows, rows.assign(scenario="other")])
+    with pytest.raises(ValueError, match="several scenarios"):
+        select_rows(scenarios)
+    assert len(select_rows(scenarios, scenario="other")) == 9
 
 
 def test_integer_steps_from_csv_roundtrip(tmp_path):
@@ -210,3 +220,59 @@ def test_static_rows_need_static_eval_step():
     rows.loc[0, "eval_step"] = "winter"
     with pytest.raises(ValueError, match="eval_step"):
         static_scores(rows, "m", STEPS)
+
+
+# --------------------------------------------------------------------------- incremental learning
+# A[l][j]: accuracy on task j's test set after training task l (the upper triangle is never read).
+NAN = math.nan
+A3 = [[0.9, NAN, NAN],
+      [0.7, 0.8, NAN],
+      [0.6, 0.85, 0.5]]
+
+
+def test_average_and_last_accuracy():
+    # A_t after each task, on everything seen so far
+    assert average_incremental_accuracy([0.9, 0.75, 0.65]) == pytest.approx((0.9 + 0.75 + 0.65) / 3)
+    assert last_accuracy([0.9, 0.75, 0.65]) == 0.65
+    assert average_incremental_accuracy([0.4]) == last_accuracy([0.4]) == 0.4
+    with pytest.raises(ValueError, match="A_1..A_T"):
+        last_accuracy([])
+    with pytest.raises(ValueError, match="finite"):
+        average_incremental_accuracy([0.5, NAN])
+
+
+def test_forgetting_takes_the_best_earlier_accuracy():
+    # task 0: best before the last task max(0.9, 0.7) = 0.9, final 0.6 -> 0.3
+    # task 1: best 0.8, final 0.85 -> -0.05 (it improved)
+    assert forgetting(A3) == pytest.approx((0.3 - 0.05) / 2)
+    # not the drop from the diagonal alone, nor from the step before the last
+    assert forgetting([[0.5, NAN, NAN], [0.9, 0.8, NAN], [0.6, 0.7, 0.4]]) == pytest.approx(((0.9 - 0.6) + (0.8 - 0.7)) / 2)
+    assert forgetting([[0.5, NAN], [0.5, 0.9]]) == 0.0
+    with pytest.raises(ValueError, match="at least 2 tasks"):
+        forgetting([[0.7]])
+    with pytest.raises(ValueError, match="finite"):
+        forgetting([[0.7, NAN], [NAN, 0.8]])
+
+
+# --------------------------------------------------------------------------- the row schema
+
+
+def test_rows_schema_round_trip(tmp_path):
+    rows = row_schema.make_rows({"study": "clclip", "scenario": "mst", "method": "lwf", "variant": "wm",
+                                 "hyperparameter": "beta", "chosen": 1.0, "train_step": 0, "task": "update",
+                                 "eval_step": 1}, {"acc": 0.25})
+    rows += row_schema.make_rows({"study": "clclip", "scenario": "mst", "method": "original",
+                                  "train_step": "final", "task": "update"}, {"bwt": -0.5})
+    path = tmp_path / "rows.csv"
+    written = row_schema.write_rows(rows, path)
+    back = row_schema.read_rows([path])
+    assert list(back.columns) == list(row_schema.COLUMNS)
+    pd.testing.assert_frame_equal(back, written)
+    assert back.loc[0, ["train_step", "eval_step", "chosen"]].tolist() == ["0", "1", "1.0"]  # text, not numbers
+    assert back.loc[1, ["variant", "hyperparameter", "eval_step"]].tolist() == ["-", "-", "-"]  # NA, not NaN
+    with pytest.raises(ValueError, match="duplicated"):
+        row_schema.read_rows([path, path])
+    with pytest.raises(ValueError, match="unknown column"):
+        row_schema.make_rows({"session": 0}, {"acc": 1.0})
+    with pytest.raises(ValueError, match="not a number"):
+        row_schema.frame([{**rows[0], "value": "high"}])

@@ -1,10 +1,15 @@
-"""TiC Table 2, per-step table, writers and figures from hand-made rows."""
+"""The reporting layer's writers and figures, TiC's Table 2 and per-step table, and CL-CLIP's
+tables (with their compute column) and Fig. 4, from hand-made rows."""
 
+import json
 import math
 
 import pandas as pd
 import pytest
 from PIL import Image
+
+from ticlip_core.clclip import tables as clclip_tables
+from ticlip_core.reporting.tables import write_table as report_table
 
 from ticlip_core.tic.figures import plot_compute_vs_performance, plot_eval_matrix, plot_step_curves
 from ticlip_core.metrics import evaluation_matrix
@@ -150,7 +155,7 @@ def test_render_percentages(table):
 
 def test_write_table(table, tmp_path):
     paths = write_table(table, tmp_path / "out" / "tic_table2")
-    assert [p.name for p in paths] == ["tic_table2.csv", "tic_table2.md", "tic_table2.tex"]
+    assert [p.name for p in paths] == ["tic_table2.csv", "tic_table2.md", "tic_table2.tex", "tic_table2.html"]
     back = pd.read_csv(paths[0])
     assert list(back.columns) == TABLE_COLUMNS
     assert back["Retrieval ID"].tolist() == pytest.approx([0.5, 0.625])  # raw fractions
@@ -172,6 +177,10 @@ def test_write_table(table, tmp_path):
                   r"cumulative\_all", "62.5"):
         assert token in tex, token
     assert tex.startswith("% TiC Table 2")
+
+    page = paths[3].read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<figcaption>TiC Table 2" in page
+    assert "<td>sequential\u2020</td>" in page and "<td>62.5</td>" in page and "Recall@1" in page
 
 
 def test_per_step_table():
@@ -236,3 +245,88 @@ def test_plot_compute_vs_performance(table, tmp_path):
     p = plot_compute_vs_performance(table, tmp_path / "sub" / "e.png")
     assert p == tmp_path / "sub" / "e.png"
     assert png_size(p) == (1200, 480)
+
+
+def test_reporting_writer_renders_one_caption_everywhere(tmp_path):
+    raw = pd.DataFrame({"Method": ["a<b", "c"], "Score": [0.5, math.nan]})
+    shown = pd.DataFrame({"Method": ["a<b", "c"], "Score": ["50.0", "\u2013"]})
+    paths = report_table(raw, tmp_path / "t", "Caption & more", shown=shown)
+    csv, md, tex, page = (p.read_text() for p in paths)
+    assert csv == "Method,Score\na<b,0.5\nc,\n"  # raw numbers
+    assert md.startswith("Caption & more\n\n") and "|:-" in md and "50.0 |" in md
+    assert tex.startswith("% Caption & more\n") and "c & --" in tex  # the dash as LaTeX writes it
+    assert "a&lt;b" in page and "Caption &amp; more" in page  # escaped
+    with pytest.raises(ValueError, match="unknown format"):
+        report_table(raw, tmp_path / "t", "x", formats=("pdf",))
+    with pytest.raises(ValueError, match="rendered columns"):
+        report_table(raw, tmp_path / "t", "x", shown=shown[["Method"]])
+
+
+# --------------------------------------------------------------------------- CL-CLIP
+
+
+def clclip_rows():
+    """Rows of the one schema: the original model and FT (WM, IO) and LwF-WM (beta chosen) in MST,
+    two sessions; headline (final) scores and per-session UT-Acc / ZS-Acc."""
+    from ticlip_core.rows import make_rows
+    recs = []
+    runs = [("original", None, None, None), ("lwf", "wm", "beta", 0.5), ("ft", "wm", None, None),
+            ("ft", "io", None, None)]
+    for k, (method, variant, hp, chosen) in enumerate(runs):
+        base = {"study": "clclip", "scenario": "mst", "method": method, "variant": variant, "hyperparameter": hp,
+                "chosen": chosen}
+        for s in (0, 1):
+            recs += make_rows({**base, "train_step": s, "task": "update"}, {"ut_acc": 0.1 * (k + s)})
+            recs += make_rows({**base, "train_step": s, "task": "zero_shot"}, {"zs_acc": 0.5})
+        scores = {"ut_acc": 0.25 * k, "zs_acc": 0.5, "a_acc": (0.25 * k + 0.5) / 2, "TR@1": 0.1, "TR@5": 0.2,
+                  "IR@1": 0.3, "IR@5": 0.4, "bwt": -0.125}
+        recs += make_rows({**base, "train_step": "final", "task": "overall"}, scores)
+    return pd.DataFrame(recs)
+
+
+def write_compute(path, records):
+    path.write_text(json.dumps(records))
+    return path
+
+
+def compute_record(method, variant, macs, search=0):
+    return {"setting": "mst", "method": method, "variant": variant, "samples": 64, "macs": macs,
+            "extra_macs": 0, "seconds": 1.5, "search_macs": search}
+
+
+def test_clclip_method_table_with_compute(tmp_path):
+    files = [write_compute(tmp_path / "original.compute.json", [compute_record("original", "-", 0)]),
+             write_compute(tmp_path / "ft.compute.json", [compute_record("ft", "wm", 2e9), compute_record("ft", "io", 1e9)]),
+             write_compute(tmp_path / "lwf.compute.json", [compute_record("lwf", "WM", 3e9, search=3e9)])]
+    table = clclip_tables.method_table(clclip_rows(), "mst", clclip_tables.read_compute(files))
+    # the paper's method order: original, FT, LwF (not the order the rows came in)
+    assert table["Method"].tolist() == ["Original CLIP", "FT-WM", "FT-IO", "LwF-WM"]
+    assert table.columns.tolist() == ["Method", "UT-Acc", "ZS-Acc", "TR@1", "TR@5", "IR@1", "IR@5", "A-Acc", "Bwt",
+                                      "Compute (GMACs)", "Search (GMACs)", "Hyperparameter"]
+    t = table.set_index("Method")
+    assert t.loc["FT-IO", "UT-Acc"] == pytest.approx(75.0) and t.loc["LwF-WM", "Bwt"] == pytest.approx(-12.5)
+    assert t["Compute (GMACs)"].tolist() == pytest.approx([0, 2, 1, 3])
+    assert t.loc["LwF-WM", "Search (GMACs)"] == pytest.approx(3.0)
+    assert t["Hyperparameter"].tolist() == ["", "", "", "beta=0.5"]
+    paths = clclip_tables.write_table(table, tmp_path / "table4_mst", "table4_mst")
+    md = paths[1].read_text()
+    assert md.startswith("Table IV") and "docs/metrics.md" in md and "Search: training GMACs" in md
+    assert "| LwF-WM" in md and "-12.50" in md and "beta=0.5" in md
+    assert "<td>FT-IO</td>" in paths[3].read_text()
+    # no compute records: no compute columns, and no compute note in the caption
+    plain = clclip_tables.method_table(clclip_rows(), "mst")
+    assert "Compute (GMACs)" not in plain.columns and "Search" not in clclip_tables.caption("table4_mst", plain)
+    with pytest.raises(ValueError, match="no record\\(s\\) for setting 'mst', method 'lwf', variant 'wm'"):
+        clclip_tables.method_table(clclip_rows(), "mst", clclip_tables.read_compute(files[:2]))
+    bad = write_compute(tmp_path / "bad.compute.json", [{"setting": "mst", "method": "ft"}])
+    with pytest.raises(ValueError, match="lacks field"):
+        clclip_tables.read_compute([bad])
+
+
+def test_clclip_figure_4_is_deterministic(tmp_path):
+    a = clclip_tables.plot_sessions(clclip_rows(), tmp_path / "a.png")
+    b = clclip_tables.plot_sessions(clclip_rows(), tmp_path / "b.png")
+    assert png_size(a) == (1560, 840)  # 13 x 7 in at 120 dpi
+    assert a.read_bytes() == b.read_bytes()
+    curves = clclip_tables.session_curves(clclip_rows())
+    assert sorted(curves["session"].unique()) == [0, 1] and set(curves["metric"]) == {"ut_acc", "zs_acc"}

@@ -1,8 +1,10 @@
-"""TiC-CLIP continual-learning metrics computed from long-format evaluation rows.
+"""The metrics layer of every study, computed from rows of the one schema (``ticlip_core.rows``).
 
-Definitions (TiC-CLIP, Sec. "Evaluation metrics"; docs/metrics.md). With T ordered
-steps, ``E[i][j]`` is the score of the model trained through step ``i`` on the evaluation
-set of step ``j``:
+All definitions, with their formulas, are in docs/metrics.md. Accuracies and recalls are
+fractions in [0, 1].
+
+TiC-CLIP (Garg et al., "Evaluation metrics"). With T ordered steps, ``E[i][j]`` is the score
+of the model trained through step ``i`` on the evaluation set of step ``j``:
 
 - in-domain (ID)     = mean_i E[i][i]                      (diagonal)
 - backward transfer  = mean of E[i][j] over all cells j < i (strict lower triangle)
@@ -11,24 +13,36 @@ set of step ``j``:
 
 Backward/forward are plain means over the cells of the triangle (not a mean of per-row
 means). A missing or NaN cell is an error (``ValueError`` naming the cells), never skipped;
-with a single step the triangles are empty and backward/forward are NaN.
+with a single step the triangles are empty and backward/forward are NaN. Static tasks are
+named ``static_*`` and have ``eval_step == "static"``. Step order is never lexical: it is
+always the ``steps`` list from the config.
 
-Evaluation rows have the columns ``study, method, train_step, task, eval_step, metric,
-value``; static tasks are named ``static_*`` and have ``eval_step == "static"``. Step order
-is never lexical: it is always the ``steps`` list from the config.
+CL-CLIP (Ding et al., Sec. VI-A). ``A[i][j]`` is the accuracy on session ``j``'s classes after
+training session ``i`` (0-based, ``S`` sessions; NaN above the diagonal is allowed, the
+formulas never read it), the mean of the per-class accuracies of session ``j``'s classes (the
+authors' ``get_acc_bwt``): UT-Acc (OST: over all samples; MST: ``mean_j A[S-1][j]``), Bwt
+``1/(S-1) sum_{i<S-1} (A[S-1][i] - A[i][i])`` (the paper's formula; the authors' code divides
+by S) and A-Acc ``(UT-Acc + ZS-Acc) / 2``.
+
+Class- or domain-incremental learning (the memory-efficient CL study): ``A_t`` is the accuracy
+after task ``t`` on the test sets of everything seen so far: average incremental accuracy
+``mean_t A_t``, last accuracy ``A_T`` and forgetting (``forgetting``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-ROW_COLUMNS = ("study", "method", "train_step", "task", "eval_step", "metric", "value")
+from ticlip_core import rows as row_schema
+from ticlip_core.rows import STATIC_EVAL_STEP
+
+# torch is imported inside the CL-CLIP functions, so the table jobs stay free of it
+
 STATIC_PREFIX = "static_"
-STATIC_EVAL_STEP = "static"
 RETRIEVAL_METRIC = "mean_R@1"
 CLASSIFICATION_METRIC = "top1"
 
@@ -76,34 +90,24 @@ def normalize_steps(steps: Sequence) -> list[str]:
     return names
 
 
-def select_rows(rows: pd.DataFrame, study: str | None = None) -> pd.DataFrame:
-    """Validate evaluation rows and restrict them to one study.
+def select_rows(rows: pd.DataFrame, study: str | None = None, scenario: str | None = None) -> pd.DataFrame:
+    """Validate rows of the one schema (``rows.frame``) and restrict them to one study and scenario.
 
     Steps are compared as strings (a CSV of ``2017``-style steps reads back as ints).
-    With ``study=None`` the rows must hold a single study, so that same-named methods of
-    different studies are never mixed. Duplicate keys raise: a concatenation that read the
-    same checkpoint's file twice must not be averaged silently.
+    With ``study=None`` (``scenario=None``) the rows must hold a single study (scenario), so
+    that same-named methods of different studies are never mixed. Duplicate keys raise: a
+    concatenation that read the same checkpoint's file twice must not be averaged silently.
     """
-    missing = [c for c in ROW_COLUMNS if c not in rows.columns]
-    if missing:
-        raise ValueError(f"evaluation rows lack columns {missing}; have {list(rows.columns)}")
-    out = rows.loc[:, list(ROW_COLUMNS)].copy()
-    for col in ("study", "method", "train_step", "task", "eval_step", "metric"):
-        out[col] = out[col].astype(str)
-    out["value"] = pd.to_numeric(out["value"], errors="raise").astype(float)
-    studies = sorted(out["study"].unique())
-    if study is None:
-        if len(studies) > 1:
-            raise ValueError(f"rows hold several studies {studies}; pass study=")
-    else:
-        out = out[out["study"] == str(study)]
-        if out.empty:
-            raise ValueError(f"no evaluation rows for study {study!r}; have {studies}")
-    key = ["study", "method", "train_step", "task", "eval_step", "metric"]
-    dup = out.duplicated(key, keep=False)
-    if dup.any():
-        first = out.loc[dup, key].drop_duplicates().head(5).to_dict("records")
-        raise ValueError(f"{int(dup.sum())} duplicated evaluation rows, e.g. {first}")
+    out = row_schema.frame(rows)
+    for column, plural, wanted in (("study", "studies", study), ("scenario", "scenarios", scenario)):
+        have = sorted(out[column].unique())
+        if wanted is None:
+            if len(have) > 1:
+                raise ValueError(f"rows hold several {plural} {have}; pass {column}=")
+        else:
+            out = out[out[column] == str(wanted)]
+            if out.empty:
+                raise ValueError(f"no evaluation rows for {column} {wanted!r}; have {have}")
     return out.reset_index(drop=True)
 
 
@@ -141,8 +145,19 @@ def evaluation_matrix(
     if is_static_task(task):
         raise ValueError(f"{task!r} is a static task; it has no evaluation matrix")
     sel = select_rows(rows, study)
-    sel = sel[(sel["method"] == str(method)) & (sel["task"] == task) & (sel["metric"] == metric)]
-    label = f"method={method!r}, task={task!r}, metric={metric!r}"
+    return step_matrix(sel, steps, method=method, task=task, metric=metric)
+
+
+def step_matrix(rows: pd.DataFrame, steps: Sequence, **labels) -> pd.DataFrame:
+    """The T x T matrix of ``rows`` (one schema) whose columns equal ``labels`` (e.g. method, task,
+    metric; variant): index = train steps, columns = eval steps, both in ``steps`` order; a
+    cell without a row is NaN. Rows of other train or eval steps raise. ``attrs["label"]``
+    names the selection (in the metric functions' errors)."""
+    steps = normalize_steps(steps)
+    sel = rows
+    for column, value in labels.items():
+        sel = sel[sel[column].astype(str) == str(value)]
+    label = ", ".join(f"{c}={v!r}" for c, v in labels.items())
     _check_known_steps(sel, steps, label)
     E = sel.pivot(index="train_step", columns="eval_step", values="value")
     E = E.reindex(index=steps, columns=steps).astype(float)
@@ -346,3 +361,155 @@ def summarize_method(
         static_avg=float(by_step.iloc[-1]),
         static_avg_by_step=by_step,
     )
+
+
+# --------------------------------------------------------------------------- CL-CLIP
+
+
+def accuracy_matrix(rows: Sequence[Sequence[float]]) -> np.ndarray:
+    """``A`` as a float ``(S, S)`` array from ``rows[i][j]`` = accuracy on session ``j``'s classes
+    after session ``i``. Rows may be shorter than ``S`` (the missing upper entries become NaN);
+    the diagonal and everything below it must be finite."""
+    S = len(rows)
+    if S == 0:
+        raise ValueError("accuracy matrix: no sessions")
+    A = np.full((S, S), np.nan)
+    for i, row in enumerate(rows):
+        if not i + 1 <= len(row) <= S:
+            raise ValueError(f"accuracy matrix: row {i} has {len(row)} entries; expected {i + 1} to {S}")
+        A[i, :len(row)] = np.asarray(row, dtype=float)
+    _check_matrix(A)
+    return A
+
+
+def _check_matrix(A) -> np.ndarray:
+    """``A`` as a float array, checked square with a finite lower triangle (diagonal included)."""
+    A = np.asarray(A, dtype=float)
+    if A.ndim != 2 or A.shape[0] != A.shape[1] or A.shape[0] == 0:
+        raise ValueError(f"accuracy matrix must be square S x S with S >= 1, got shape {A.shape}")
+    lower = A[np.tril_indices(A.shape[0])]
+    if not np.isfinite(lower).all():
+        raise ValueError("accuracy matrix: entries on or below the diagonal must be finite "
+                         "(A[i][j] for j <= i: accuracy on session j after session i)")
+    return A
+
+
+def _credit(correct):
+    """Per-sample correctness as a flat tensor (float credits keep their precision, booleans
+    become float64), checked to lie in [0, 1]."""
+    import torch
+
+    correct = torch.as_tensor(correct)
+    correct = (correct if correct.is_floating_point() else correct.double()).flatten()
+    if not ((correct >= 0) & (correct <= 1)).all():
+        raise ValueError("per-sample correctness must be booleans or credits in [0, 1]")
+    return correct
+
+
+def class_accuracies(correct, labels, num_classes: int) -> np.ndarray:
+    """Accuracy of each class ``c < num_classes``: the mean of ``correct`` (per-sample booleans or
+    credits in [0, 1]) over the samples labelled ``c``; NaN for a class without samples."""
+    import torch
+
+    correct = _credit(correct).double()
+    labels = torch.as_tensor(labels).long().flatten()
+    if correct.shape != labels.shape:
+        raise ValueError(f"class_accuracies: {len(correct)} correctness flags for {len(labels)} labels")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"class_accuracies: labels must lie in [0, {num_classes})")
+    counts = torch.bincount(labels, minlength=num_classes).double()
+    sums = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, labels, correct)
+    return torch.where(counts > 0, sums / counts.clamp(min=1), float("nan")).numpy()
+
+
+def session_accuracies(correct, labels, sessions: Sequence[Sequence[int]]) -> np.ndarray:
+    """One row of ``A``: ``out[j]`` = the mean over session ``j``'s classes of each class's accuracy
+    (``class_accuracies``; classes without samples left out, NaN if none has any), as the
+    authors' ``get_acc_bwt`` computes Acc_{i,j} (docs/metrics.md, "MST per-session accuracy").
+    ``correct`` is per-sample correctness, boolean or a credit in [0, 1]
+    (``evaluation.zero_shot_accuracy(..., per_sample=True)``)."""
+    import torch
+
+    labels = torch.as_tensor(labels).long().flatten()
+    num_classes = 1 + max([int(labels.max()) if len(labels) else -1] + [c for s in sessions for c in s])
+    per_class = class_accuracies(correct, labels, num_classes)
+    out = np.full(len(sessions), np.nan)
+    for j, classes in enumerate(sessions):
+        values = per_class[list(classes)]
+        values = values[~np.isnan(values)]
+        if values.size:
+            out[j] = float(values.mean())
+    return out
+
+
+def ut_acc_ost(correct) -> float:
+    """OST UT-Acc: correct predictions / all update-task test samples (the mean of per-sample
+    correctness, boolean or a credit in [0, 1])."""
+    correct = _credit(correct)
+    if correct.numel() == 0:
+        raise ValueError("ut_acc_ost: no test samples")
+    return correct.mean().item()
+
+
+def ut_acc_mst(A) -> float:
+    """MST UT-Acc = (1/S) sum_{j=0}^{S-1} A[S-1][j]: the final model's accuracy on each
+    session's classes, averaged over sessions (not over samples)."""
+    A = _check_matrix(A)
+    return float(A[-1].mean())
+
+
+def bwt(A) -> float:
+    """Backward transfer = 1/(S-1) sum_{i=0}^{S-2} (A[S-1][i] - A[i][i]).
+
+    Ding et al.'s formula (after GEM): the mean change of accuracy on each earlier session's
+    classes between just after it was trained and after the last session; negative means
+    forgetting. (The authors' code divides by S; docs/metrics.md follows the paper.) S >= 2.
+    """
+    A = _check_matrix(A)
+    S = A.shape[0]
+    if S < 2:
+        raise ValueError(f"bwt needs at least 2 sessions, got {S} (OST has no backward transfer)")
+    return float(np.mean(A[-1, :-1] - np.diag(A)[:-1]))
+
+
+def a_acc(ut_acc: float, zs_acc: float) -> float:
+    """A-Acc = (UT-Acc + ZS-Acc) / 2, the paper's single score (model selection on validation)."""
+    return (float(ut_acc) + float(zs_acc)) / 2
+
+
+# --------------------------------------------------------------------------- incremental learning
+
+
+def _step_accuracies(accuracies) -> np.ndarray:
+    """``A_1..A_T`` as a finite 1-D float array with T >= 1."""
+    a = np.asarray(accuracies, dtype=float)
+    if a.ndim != 1 or a.size == 0:
+        raise ValueError(f"need the accuracy after each task, A_1..A_T (T >= 1), got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"accuracies after each task must be finite, got {a.tolist()}")
+    return a
+
+
+def average_incremental_accuracy(accuracies) -> float:
+    """Average incremental accuracy = (1/T) sum_t A_t, where ``accuracies[t]`` = A_t is the accuracy
+    after task t on the test sets of every class (domain) seen so far."""
+    return float(_step_accuracies(accuracies).mean())
+
+
+def last_accuracy(accuracies) -> float:
+    """Last accuracy A_T: after the final task, on everything seen."""
+    return float(_step_accuracies(accuracies)[-1])
+
+
+def forgetting(A) -> float:
+    """Forgetting = 1/(T-1) sum_{j<T-1} (max_{j<=l<T-1} A[l][j] - A[T-1][j]) (Chaudhry et al. 2018).
+
+    ``A[l][j]`` is the accuracy on task ``j``'s test set after training task ``l`` (T x T,
+    0-based; the upper triangle is never read): for each old task, how far the final accuracy
+    fell below the best accuracy it had before the last task; the mean over old tasks. T >= 2.
+    """
+    A = _check_matrix(A)
+    T = A.shape[0]
+    if T < 2:
+        raise ValueError(f"forgetting needs at least 2 tasks, got {T}")
+    return float(np.mean([A[j:T - 1, j].max() - A[T - 1, j] for j in range(T - 1)]))

@@ -8,6 +8,7 @@ from ticlip_core.data import world
 from ticlip_core.data.layout import step_shards
 from ticlip_core.tic.evaluate import SYNTHETIC_STATIC, evaluate_checkpoint
 from ticlip_core.models import create_model, load_checkpoint
+from ticlip_core.rows import write_rows
 from ticlip_core.workflow_io import logged
 
 with logged(snakemake.log[0]):
@@ -34,6 +35,7 @@ with logged(snakemake.log[0]):
         load_checkpoint(model, checkpoint)  # loads on the CPU, copies into the model's device
         rows = evaluate_checkpoint(model, tokenizer, config=config, study="tic", method=snakemake.wildcards.run,
                                    train_step=train_step, test_shards=test_shards,
-                                   dynamic_labels=dynamic_labels, static_sets=static_sets, checkpoint=checkpoint)
-        rows.to_csv(out, index=False)
+                                   dynamic_labels=dynamic_labels, static_sets=static_sets, checkpoint=checkpoint,
+                                   scenario=snakemake.params.scenario)
+        write_rows(rows, out)
         print(rows.to_string())

@@ -3,11 +3,12 @@ import pandas as pd
 
 from ticlip_core.tic.figures import plot_compute_vs_performance, plot_eval_matrix, plot_step_curves
 from ticlip_core.metrics import evaluation_matrix, task_primary_metric
+from ticlip_core.rows import read_rows
 from ticlip_core.workflow_io import logged
 
 with logged(snakemake.log[0]):
     steps, methods, tasks = snakemake.params.steps, snakemake.params.methods, snakemake.params.tasks
-    rows = pd.read_csv(snakemake.input.rows, dtype={"train_step": str, "eval_step": str})
+    rows = read_rows([snakemake.input.rows])
     matrices = iter(snakemake.output.matrices)
     for method in methods:
         for task in tasks:

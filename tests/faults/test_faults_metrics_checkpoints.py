@@ -13,10 +13,11 @@ import subprocess
 import pytest
 import torch
 
-from ticlip_core.clclip.metrics import recall_folds, session_accuracies, ut_acc_ost
 from ticlip_core.clclip.scoring import class_accuracy, retrieval_recalls
 from ticlip_core.data.synthetic import synthesize_world
-from ticlip_core.tic.evaluate import evaluate_checkpoint, recall_at_k, zero_shot_accuracy
+from ticlip_core.evaluation import recall_at_k as shared_recall_at_k, zero_shot_accuracy
+from ticlip_core.metrics import session_accuracies, ut_acc_ost
+from ticlip_core.tic.evaluate import evaluate_checkpoint, recall_at_k
 from ticlip_core.models import (CorruptCheckpointError, NonFiniteWeightsError, create_model, load_checkpoint,
                                 save_checkpoint)
 from ticlip_core.retrieval import NonFiniteFeaturesError
@@ -49,9 +50,10 @@ def test_constant_features_score_chance_in_both_studies():
     unit = torch.nn.functional.normalize(torch.ones(12, 8), dim=-1)
     tic = recall_at_k(unit, unit, [1, 2, 3], pool_size=4)  # TiC: 3 pools of 4
     assert all(tic[f"{d}_R@{k}"] == pytest.approx(k / 4) for d in ("i2t", "t2i", "mean") for k in (1, 2, 3))
-    clclip = recall_folds(unit, unit, torch.arange(12), ks=(1, 2), fold_size=6)  # CL-CLIP: 2 folds of 6
+    clclip = shared_recall_at_k(unit, unit, torch.arange(12), ks=(1, 2), pool_size=6, weighting="equal",
+                                naming="clclip")  # CL-CLIP: 2 folds of 6
     assert clclip == pytest.approx({"TR@1": 1 / 6, "TR@2": 2 / 6, "IR@1": 1 / 6, "IR@2": 2 / 6})
-    zs = zero_shot_accuracy(unit, torch.ones(8, 5), [{i % 5} for i in range(12)], ks=(1, 2))
+    zs = zero_shot_accuracy(unit, torch.ones(5, 8), [{i % 5} for i in range(12)], ks=(1, 2))
     assert zs == pytest.approx({"top1": 1 / 5, "top2": 2 / 5})
 
 

@@ -19,7 +19,7 @@ import torch
 from ticlip_core.models import create_model, load_checkpoint
 from ticlip_core.clclip.methods import get_method
 from ticlip_core.clclip.context import SessionContext
-from ticlip_core.clclip.scoring import evaluate_session, load_task, summary_scores
+from ticlip_core.clclip.scoring import chain_rows, evaluate_session, load_task, summary_scores
 from ticlip_core.clclip.session import train_session
 
 def load_original(config: dict, base_checkpoint: str | None, device):
@@ -89,14 +89,8 @@ def run_method(config: dict, *, setting: str, method_name: str, task_dir: str, b
         sessions, info, _ = tried[best]
         record[variant] = {"hyperparameter": tuned, "chosen": best, "method_info": info,
                            "val_a_acc": {str(v): tried[v][2] for v in grid}}
-        name = label or method_name
-        base = {"study": "clclip", "setting": setting, "method": name, "variant": variant,
-                "hyperparameter": tuned or "", "chosen": "" if best is None else best}
-        for s in sessions:
-            for metric, value in s["scores"]["test"].items():
-                rows.append({**base, "session": s["session"], "metric": metric, "value": value})
-        for metric, value in summary_scores(sessions, setting, "test").items():
-            rows.append({**base, "session": "final", "metric": metric, "value": value})
+        rows += chain_rows(sessions, setting=setting, method=label or method_name, variant=variant,
+                           hyperparameter=tuned, chosen=best)
     return rows, record
 
 
@@ -111,10 +105,4 @@ def evaluate_original(config: dict, *, setting: str, task_dir: str, base_checkpo
                                                           device, retrieval=s == last,
                                                           fold_size=ccfg["retrieval_fold_size"])}
                 for s in range(last + 1)]
-    base = {"study": "clclip", "setting": setting, "method": "original", "variant": "-", "hyperparameter": "",
-            "chosen": ""}
-    rows = [{**base, "session": s["session"], "metric": m, "value": v}
-            for s in sessions for m, v in s["scores"]["test"].items()]
-    rows += [{**base, "session": "final", "metric": m, "value": v}
-             for m, v in summary_scores(sessions, setting, "test").items()]
-    return rows
+    return chain_rows(sessions, setting=setting, method="original")

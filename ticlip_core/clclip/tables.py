@@ -1,17 +1,22 @@
-"""CL-CLIP tables (Ding et al., Tables III-VIII) and Fig. 4, from the runs' long-format rows."""
+"""CL-CLIP tables (Ding et al., Tables III-VIII) and Fig. 4, from the runs' rows (the one row
+schema, ``ticlip_core.rows``) and the runs' compute records; written and drawn by the
+reporting layer (``ticlip_core.reporting``). Metric definitions: docs/metrics.md."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import pandas as pd  # noqa: E402
+from ticlip_core import rows as row_schema
+from ticlip_core.reporting import figures, tables as reporting
 
 COLUMNS = {"ut_acc": "UT-Acc", "zs_acc": "ZS-Acc", "TR@1": "TR@1", "TR@5": "TR@5", "IR@1": "IR@1", "IR@5": "IR@5",
            "a_acc": "A-Acc", "bwt": "Bwt"}
+COMPUTE_COLUMNS = {"macs": "Compute (GMACs)", "search_macs": "Search (GMACs)"}
+#: the fields of a record of ``runs/{method}.compute.json`` (one per setting and variant)
+COMPUTE_FIELDS = ("setting", "method", "variant", "samples", "macs", "extra_macs", "seconds", "search_macs")
 METHOD_NAMES = {"original": "Original CLIP", "ft": "FT", "joint_ft": "Joint-FT", "lwf": "LwF", "geodl": "GeoDL",
                 "imm": "IMM", "rkr": "RKR", "vr_lwf": "VR-LwF"}
 CAPTIONS = {
@@ -23,27 +28,64 @@ CAPTIONS = {
     "table8_mst_num_pseudo": "Table VIII: MST, VR-LwF-WM, number Ks of pseudo-sentences",
 }
 NOTE = ("Scores in %. UT-Acc: update-task test accuracy among all update classes (OST: over all samples; "
-        "MST: mean over sessions after the last one). ZS-Acc: held-out classes, prompt 'this is a photo of "
-        "[class].'. TR/IR@k: image->text / text->image recall. A-Acc = (UT-Acc + ZS-Acc) / 2. Bwt = "
-        "1/(S-1) sum_{i<S} (Acc_S,i - Acc_i,i). Hyperparameter: the value chosen by validation A-Acc.")
+        "MST: mean over sessions of the accuracy on each session's classes after the last one, a session's "
+        "accuracy being the mean of its classes' accuracies). ZS-Acc: held-out classes, prompt 'this is a "
+        "photo of [class].'. TR/IR@k: image->text / text->image recall (mean over folds). A-Acc = (UT-Acc + "
+        "ZS-Acc) / 2. Bwt = 1/(S-1) sum_{i<S} (Acc_S,i - Acc_i,i). Hyperparameter: the value chosen by "
+        "validation A-Acc. Definitions: docs/metrics.md.")
+COMPUTE_NOTE = ("Compute: training GMACs of the chain reported (every session; a teacher's or other extra "
+                "forward passes included; 0 for the original model). Search: training GMACs of every chain run "
+                "to choose the hyperparameter on validation, the reported one included.")
 
 
 def read_rows(paths) -> pd.DataFrame:
-    """Concatenate the runs' row files (session kept as a string: an index or ``final``)."""
-    return pd.concat([pd.read_csv(p, dtype={"session": str, "chosen": str}, keep_default_na=False)
-                      for p in paths], ignore_index=True)
+    """The runs' row files in one checked frame (``rows.read_rows``)."""
+    return row_schema.read_rows(paths)
+
+
+def read_compute(paths) -> pd.DataFrame:
+    """The runs' compute records (``runs/{method}.compute.json``: a JSON list of records with the
+    fields ``COMPUTE_FIELDS``, one per setting and variant) in one frame; a file that is not such
+    a list, or a record missing a field, raises naming the file."""
+    records = []
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        if not isinstance(data, list):
+            raise ValueError(f"{path}: a compute file holds a JSON list of records, got {type(data).__name__}")
+        for record in data:
+            missing = [f for f in COMPUTE_FIELDS if not isinstance(record, dict) or f not in record]
+            if missing:
+                raise ValueError(f"{path}: compute record {record!r} lacks field(s) {missing}")
+            records.append({f: record[f] for f in COMPUTE_FIELDS})
+    df = pd.DataFrame(records, columns=list(COMPUTE_FIELDS))
+    for col in ("setting", "method", "variant"):
+        df[col] = df[col].map(row_schema.text).str.lower()
+    return df
 
 
 def _label(method: str, variant: str) -> str:
     name = METHOD_NAMES.get(method, method)
-    return name if variant in ("-", "") else f"{name}-{variant.upper()}"
+    return name if variant in (row_schema.NA, "") else f"{name}-{variant.upper()}"
 
 
-def method_table(rows: pd.DataFrame, setting: str) -> pd.DataFrame:
+def _compute_of(compute: pd.DataFrame, setting: str, method: str, variant: str) -> pd.Series:
+    """The one compute record of (setting, method, variant)."""
+    hit = compute[(compute["setting"] == setting) & (compute["method"] == method.lower())
+                  & (compute["variant"] == variant.lower())]
+    if len(hit) != 1:
+        raise ValueError(f"compute records: {'no' if hit.empty else len(hit)} record(s) for setting {setting!r}, "
+                         f"method {method!r}, variant {variant!r} (runs/{method}.compute.json of the clclip_run "
+                         "rule holds one per setting and variant)")
+    return hit.iloc[0]
+
+
+def method_table(rows: pd.DataFrame, setting: str, compute: pd.DataFrame | None = None) -> pd.DataFrame:
     """Table III (OST) or IV (MST): one row per method and variant, in the paper's method order
     (the original model first; a method it lacks after those, in the order its rows came);
-    headline scores in % and the chosen hyperparameter."""
-    final = rows[(rows["setting"] == setting) & (rows["session"] == "final")]
+    headline scores in %, with ``compute`` records the chain's compute and its hyperparameter
+    search's (GMACs), and the chosen hyperparameter."""
+    rows = row_schema.frame(rows)
+    final = rows[(rows["scenario"] == setting) & (rows["train_step"] == row_schema.FINAL_STEP)]
     keys = list(dict.fromkeys(zip(final["method"], final["variant"])))
     order = list(METHOD_NAMES)
     keys.sort(key=lambda k: order.index(k[0]) if k[0] in order else len(order))
@@ -56,36 +98,54 @@ def method_table(rows: pd.DataFrame, setting: str) -> pd.DataFrame:
             if metric == "bwt" and setting != "mst":
                 continue
             row[column] = 100 * scores[metric] if metric in scores else float("nan")
+        if compute is not None:
+            record = _compute_of(compute, setting, method, variant)
+            for field, column in COMPUTE_COLUMNS.items():
+                row[column] = float(record[field]) / 1e9
         hp, chosen = sel["hyperparameter"].iloc[0], sel["chosen"].iloc[0]
-        row["Hyperparameter"] = f"{hp}={chosen}" if hp else ""
+        row["Hyperparameter"] = f"{hp}={chosen}" if hp != row_schema.NA else ""
         out.append(row)
     return pd.DataFrame(out)
 
 
+def render_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The table as strings: scores with two decimals, GMACs with three significant digits."""
+    formats = {c: reporting.number_formatter("{:.2f}", "--") for c in COLUMNS.values()}
+    formats.update({c: reporting.number_formatter("{:.3g}", "--") for c in COMPUTE_COLUMNS.values()})
+    return reporting.render(df, formats)
+
+
+def caption(name: str, df: pd.DataFrame) -> str:
+    """The caption of table ``name``: the paper's table, what the columns mean."""
+    compute = COMPUTE_NOTE + " " if COMPUTE_COLUMNS["macs"] in df.columns else ""
+    return f"{CAPTIONS[name]}. {NOTE} {compute}".rstrip()
+
+
+def write_table(df: pd.DataFrame, stem: Path, name: str) -> list[Path]:
+    """``stem.csv`` (numbers as computed), ``stem.md``, ``stem.tex`` and ``stem.html`` (two
+    decimals, with the caption of table ``name``)."""
+    return reporting.write_table(df, stem, caption(name, df), shown=render_table(df))
+
+
 def session_curves(rows: pd.DataFrame) -> pd.DataFrame:
     """MST per-session test UT-Acc so far and ZS-Acc, per method and variant (Fig. 4's data)."""
-    sel = rows[(rows["setting"] == "mst") & (rows["session"] != "final") & rows["metric"].isin(["ut_acc", "zs_acc"])]
-    return sel.assign(session=sel["session"].astype(int), value=sel["value"].astype(float))
+    rows = row_schema.frame(rows)
+    sel = rows[(rows["scenario"] == "mst") & (rows["train_step"] != row_schema.FINAL_STEP)
+               & rows["metric"].isin(["ut_acc", "zs_acc"])]
+    return sel.assign(session=sel["train_step"].astype(int), value=sel["value"].astype(float))
 
 
-def write_table(df: pd.DataFrame, stem: Path, caption: str) -> None:
-    """``stem.csv`` (numbers as computed), ``stem.md`` and ``stem.tex`` (two decimals, caption)."""
-    stem = Path(stem)
-    df.to_csv(stem.with_suffix(".csv"), index=False, lineterminator="\n")
-    shown = df.copy()
-    for col in shown.columns[1:]:
-        if pd.api.types.is_float_dtype(shown[col]):
-            shown[col] = shown[col].map(lambda v: "--" if pd.isna(v) else f"{v:.2f}")
-    stem.with_suffix(".md").write_text(f"{caption}. {NOTE}\n\n{shown.to_markdown(index=False)}\n", encoding="utf-8")
-    tex = shown.to_latex(index=False, escape=True, column_format="l" + "r" * (len(shown.columns) - 1))
-    stem.with_suffix(".tex").write_text(f"% {caption}. {NOTE}\n{tex}", encoding="utf-8")
+FIG4_CAPTION = ("CL-CLIP, multi-session training: UT-Acc (top) and ZS-Acc (bottom) after each session, one "
+                "column per update variant (Ding et al., Fig. 4)")
 
 
-def plot_sessions(rows: pd.DataFrame, path: Path) -> None:
+def plot_sessions(rows: pd.DataFrame, path: Path) -> Path:
     """Fig. 4: UT-Acc (top) and ZS-Acc (bottom) after each MST session, one column per variant
-    (WM, IO, TO); the original model and Joint-FT drawn in every panel as bounds."""
+    (WM, IO, TO); the original model and Joint-FT drawn in every panel as bounds. A
+    deterministic PNG (``reporting.figures``)."""
     curves = session_curves(rows)
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7), sharex=True, squeeze=False)
+    fig, axes = figures.new_figure(13, 7, ncols=3, nrows=2, sharex=True)
+    style = {"original": dict(color="black", ls="--"), "joint_ft": dict(color="grey", ls=":")}
     for col, variant in enumerate(["wm", "io", "to"]):
         for row, metric in enumerate(["ut_acc", "zs_acc"]):
             ax = axes[row][col]
@@ -95,7 +155,6 @@ def plot_sessions(rows: pd.DataFrame, path: Path) -> None:
                     continue
                 if method == "joint_ft" and var != "wm":
                     continue  # the upper bound: Joint-FT of the whole model
-                style = {"original": dict(color="black", ls="--"), "joint_ft": dict(color="grey", ls=":")}
                 ax.plot(group["session"] + 1, 100 * group["value"], marker="o", ms=3,
                         label=_label(method, var), **style.get(method, {}))
             ax.set_title(f"{variant.upper()}: {COLUMNS[metric]}")
@@ -107,8 +166,6 @@ def plot_sessions(rows: pd.DataFrame, path: Path) -> None:
                 ax.text(0.5, 0.5, "no MST run in this config", ha="center", transform=ax.transAxes)
     handles, labels = axes[0][0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), fontsize=8)
-    fig.suptitle("CL-CLIP, multi-session training: accuracy after each session (Ding et al., Fig. 4)")
-    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 8), fontsize=8)
+    fig.suptitle(FIG4_CAPTION)
+    return figures.save(fig, path)

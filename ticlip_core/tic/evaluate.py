@@ -1,111 +1,69 @@
-"""Evaluation of one checkpoint on every step's test split and on the static tasks.
+"""TiC-CLIP's evaluation suite: which tasks each checkpoint is scored on.
 
-Image features of each evaluation set are computed once per checkpoint and shared by the
-retrieval and classification tasks of that set. Output: long-format rows
-``study, method, train_step, task, eval_step, metric, value`` (docs/metrics.md).
+Every step's test split (dynamic retrieval, and zero-shot classification when the data has
+classes) and the static sets; the encoding, classifier, accuracy and Recall@k are the shared
+evaluation layer's (``ticlip_core.evaluation``). Image features of each set are computed once
+per checkpoint and shared by its retrieval and classification tasks. Output: rows of the one
+long-format schema (``ticlip_core.rows``, docs/metrics.md).
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
-import open_clip
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
+from ticlip_core import rows as row_schema
 from ticlip_core.class_labels import ClassLabels
 from ticlip_core.data import world
-from ticlip_core.data.loader import PixelSpec, eval_batches
-from ticlip_core.retrieval import NonFiniteFeaturesError, check_finite, dot_scores, topk_credit  # noqa: F401 (re-exported)
-from ticlip_core.retrieval import recall_at_k as _recall_at_k
+from ticlip_core.evaluation import EncodedSet, encode_texts, eval_classifier, zero_shot_accuracy
+from ticlip_core.evaluation import encode_shards as encode_eval_set  # noqa: F401 (TiC's name; Patching reads it)
+from ticlip_core.evaluation import recall_at_k as shared_recall_at_k
+from ticlip_core.retrieval import NonFiniteFeaturesError  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
-ROW_COLUMNS = ["study", "method", "train_step", "task", "eval_step", "metric", "value"]
 SYNTHETIC_STATIC = "synthetic"  # name of the synthetic world's own static set (rules/common.smk)
+#: a static retrieval sample's metadata key listing all captions of its image (COCO, Flickr30k)
+CAPTIONS_KEY = "captions"
 
 
-@dataclass
-class EncodedSet:
-    """L2-normalised image and caption features of one evaluation set, plus sample metadata."""
-
-    image_features: torch.Tensor
-    text_features: torch.Tensor
-    meta: list[dict]
-    skipped: int
-    #: bad samples skipped, by reason (``data.loader.SKIP_REASONS``)
-    skipped_by_reason: dict[str, int] = field(default_factory=dict)
-
-    def skipped_text(self) -> str:
-        """``"N bad samples skipped (reason n, ...)"`` for the logs."""
-        reasons = ", ".join(f"{r} {n}" for r, n in sorted(self.skipped_by_reason.items()))
-        return f"{self.skipped} bad samples skipped ({reasons or 'none'})"
+def recall_at_k(image_features: torch.Tensor, text_features: torch.Tensor, ks: list[int], pool_size: int, *,
+                image_of_text=None, source: str | None = None) -> dict[str, float]:
+    """TiC's retrieval score: ``i2t_R@k``, ``t2i_R@k`` and their mean ``mean_R@k`` within pools of
+    about ``pool_size`` images, averaged weighted by pool size (so chance is about
+    ``1 / pool_size`` whatever the split size). Captions are paired with images unless
+    ``image_of_text`` says whose each caption is (several per image allowed)."""
+    return shared_recall_at_k(image_features, text_features, image_of_text, ks, pool_size=pool_size,
+                              weighting="size", naming="tic", source=source)
 
 
-@torch.no_grad()
-def encode_eval_set(model, tokenizer, shards: list[str], batch_size: int,
-                    device: torch.device, source: str | None = None) -> EncodedSet:
-    """Encode every image and caption of ``shards`` once (bad samples skipped and counted by reason).
+def all_captions(enc: EncodedSet, encode) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The caption features to retrieve against and each one's image (None: paired with the images).
 
-    Raises ``NonFiniteFeaturesError`` naming ``source`` (e.g. the checkpoint path) and the set
-    if any feature is NaN or inf.
+    When samples carry a ``captions`` list in their metadata (static COCO/Flickr sets: every
+    caption of the image), those captions replace the sample's one caption, encoded by
+    ``encode(texts) -> (M, D)``; a sample without the list keeps its own caption's features.
     """
-    images, texts, meta, skipped, by_reason = [], [], [], 0, {}
-    for batch in eval_batches(shards, batch_size=batch_size, pixels=PixelSpec.of(model), tokenizer=tokenizer):
-        skipped += batch.skipped
-        for reason, n in batch.skipped_by_reason.items():
-            by_reason[reason] = by_reason.get(reason, 0) + n
-        if not batch.keys:
-            continue
-        images.append(F.normalize(model.encode_image(batch.images.to(device)), dim=-1).cpu())
-        texts.append(F.normalize(model.encode_text(batch.texts.to(device)), dim=-1).cpu())
-        meta.extend(batch.meta)
-    if not meta:
-        raise ValueError(f"evaluation set {shards[:1]}... holds no usable samples")
-    enc = EncodedSet(torch.cat(images), torch.cat(texts), meta, skipped, by_reason)
-    what = f"{source or 'the model'} on evaluation set {shards[:1]}..."
-    check_finite(enc.image_features, "image features", what)
-    check_finite(enc.text_features, "text features", what)
-    return enc
-
-
-def recall_at_k(image_features: torch.Tensor, text_features: torch.Tensor, ks: list[int],
-                pool_size: int, *, source: str | None = None) -> dict[str, float]:
-    """Image->text and text->image Recall@k, and their mean, for paired features.
-
-    The set is cut into ``round(N / pool_size)`` near-equal pools (at least one) and recall is
-    averaged over pools weighted by their size, so chance level is about ``1 / pool_size``
-    whatever the split size. Ties get the expected credit of a random tie order, so constant
-    features score chance (``retrieval.recall_at_k``, the project's one implementation).
-    """
-    out = _recall_at_k(image_features, text_features, None, ks, pool_size=pool_size, weighting="size",
-                       source=source)
-    for k in ks:
-        out[f"mean_R@{k}"] = (out[f"i2t_R@{k}"] + out[f"t2i_R@{k}"]) / 2
-    return out
-
-
-def zero_shot_accuracy(image_features: torch.Tensor, classifier: torch.Tensor,
-                       targets: list[set[int]], ks=(1, 5), *, source: str | None = None) -> dict[str, float]:
-    """Top-k zero-shot accuracy; a sample is correct if a top-k class is one of its ``targets``.
-
-    Ties among class scores get the expected credit of a random tie order
-    (``retrieval.topk_credit``), so a constant model scores chance, not 100 % on class 0.
-    """
-    logits = dot_scores(image_features, classifier)
-    out = {}
-    for k in ks:
-        k = min(k, logits.shape[1])
-        out[f"top{k}"] = topk_credit(logits, targets, k, source=source).mean().item()
-    return out
-
-
-@torch.no_grad()
-def build_classifier(model, tokenizer, classnames: list[str], templates: list[str], device) -> torch.Tensor:
-    """open_clip's zero-shot classifier: mean normalised prompt embedding per class, ``(D, C)``."""
-    return open_clip.build_zero_shot_classifier(
-        model, tokenizer, classnames, [t.format for t in templates], num_classes_per_batch=16,
-        device=device).cpu()
+    if not any(m.get(CAPTIONS_KEY) for m in enc.meta):
+        return enc.text_features, None
+    owners, texts, listed_at, own_at = [], [], [], []
+    for i, m in enumerate(enc.meta):
+        captions = m.get(CAPTIONS_KEY)
+        if captions:
+            if not isinstance(captions, list) or not all(isinstance(c, str) and c for c in captions):
+                raise ValueError(f"sample {m.get('key', i)}: '{CAPTIONS_KEY}' must be a list of non-empty "
+                                 f"strings, got {captions!r}")
+            listed_at += range(len(owners), len(owners) + len(captions))
+            texts += captions
+            owners += [i] * len(captions)
+        else:
+            own_at.append((len(owners), i))
+            owners.append(i)
+    features = torch.empty(len(owners), enc.text_features.shape[1], dtype=enc.text_features.dtype)
+    features[listed_at] = encode(texts).to(features.dtype)
+    for j, i in own_at:
+        features[j] = enc.text_features[i]
+    return features, torch.tensor(owners)
 
 
 def classification_scores(enc: EncodedSet, classifier: torch.Tensor, labels: ClassLabels,
@@ -124,28 +82,33 @@ def evaluate_checkpoint(model, tokenizer, *, config: dict, study: str, method: s
                         train_step: str, test_shards: dict[str, list[str]],
                         dynamic_labels: ClassLabels | None,
                         static_sets: dict[str, tuple[list[str], ClassLabels | None]],
-                        checkpoint: str | None = None) -> pd.DataFrame:
-    """All tasks for one checkpoint.
+                        checkpoint: str | None = None, scenario: str | None = None) -> pd.DataFrame:
+    """All tasks for one checkpoint, as rows of the one schema (``ticlip_core.rows``).
 
     Dynamic: retrieval on every step's test split, and zero-shot classification on it when
     ``dynamic_labels`` is given. Static: for each set in ``static_sets`` (name -> shards and
     labels), task ``static_<name>``: classification when the set has labels, retrieval
-    otherwise; the synthetic world's static set (name ``synthetic``) gives its own three tasks.
-    ``checkpoint`` (the weights' path) is named in the error if a feature is NaN or inf.
+    otherwise (against all captions of each image when the samples list them); the synthetic
+    world's static set (name ``synthetic``) gives its own three tasks. ``scenario`` names the
+    benchmark in the rows. ``checkpoint`` (the weights' path) is named in the error if a feature
+    is NaN or inf.
     """
     ecfg = config["eval"]
     device = next(model.parameters()).device
     model.eval()
-    rows: list[tuple] = []
+    rows: list[dict] = []
 
     def add(task, eval_step, metrics):
-        rows.extend((study, method, train_step, task, eval_step, m, float(v)) for m, v in metrics.items())
+        rows.extend(row_schema.make_rows({"study": study, "scenario": scenario, "method": method,
+                                          "train_step": train_step, "task": task, "eval_step": eval_step},
+                                         metrics))
 
-    def retrieval(enc):
-        return recall_at_k(enc.image_features, enc.text_features, ecfg["recall_at"], ecfg["retrieval_pool_size"],
+    def retrieval(enc, text_features=None, image_of_text=None):
+        return recall_at_k(enc.image_features, enc.text_features if text_features is None else text_features,
+                           ecfg["recall_at"], ecfg["retrieval_pool_size"], image_of_text=image_of_text,
                            source=checkpoint)
 
-    classifier = (build_classifier(model, tokenizer, dynamic_labels.classnames, dynamic_labels.templates, device)
+    classifier = (eval_classifier(model, tokenizer, dynamic_labels.classnames, dynamic_labels.templates, device)
                   if dynamic_labels else None)
     for eval_step, shards in test_shards.items():
         enc = encode_eval_set(model, tokenizer, shards, ecfg["batch_size"], device, source=checkpoint)
@@ -164,16 +127,19 @@ def evaluate_checkpoint(model, tokenizer, *, config: dict, study: str, method: s
         log.info("static %s: %d samples evaluated, %s", name, len(enc.meta), enc.skipped_text())
         if name == SYNTHETIC_STATIC:
             for task, metrics in synthetic_static_tasks(model, tokenizer, enc, ecfg, device, checkpoint).items():
-                add(task, "static", metrics)
+                add(task, row_schema.STATIC_EVAL_STEP, metrics)
         elif labels is None:
-            add(f"static_{name}", "static", retrieval(enc))
+            texts, owners = all_captions(enc, lambda t: encode_texts(model, tokenizer, t, device, ecfg["batch_size"]))
+            if owners is not None:
+                log.info("static %s: %d captions of %d images", name, len(owners), len(enc.meta))
+            add(f"static_{name}", row_schema.STATIC_EVAL_STEP, retrieval(enc, texts, owners))
         else:
-            clf = build_classifier(model, tokenizer, labels.classnames, labels.templates, device)
+            clf = eval_classifier(model, tokenizer, labels.classnames, labels.templates, device)
             scores, without = classification_scores(enc, clf, labels, source=checkpoint)
             if scores is None:
                 raise ValueError(f"static set {name}: no sample has a class label")
-            add(f"static_{name}", "static", scores)
-    return pd.DataFrame(rows, columns=ROW_COLUMNS)
+            add(f"static_{name}", row_schema.STATIC_EVAL_STEP, scores)
+    return row_schema.frame(rows)
 
 
 def synthetic_static_tasks(model, tokenizer, enc: EncodedSet, ecfg: dict, device,
@@ -182,9 +148,9 @@ def synthetic_static_tasks(model, tokenizer, enc: EncodedSet, ecfg: dict, device
     class_names = world.class_names()
     timeless = world.timeless_class_ids()
     index = {c: i for i, c in enumerate(timeless)}
-    static_clf = build_classifier(model, tokenizer, [class_names[c] for c in timeless], ecfg["templates"], device)
+    static_clf = eval_classifier(model, tokenizer, [class_names[c] for c in timeless], ecfg["templates"], device)
     colours = list(world.COLOURS)
-    colour_clf = build_classifier(model, tokenizer, colours, ecfg["colour_templates"], device)
+    colour_clf = eval_classifier(model, tokenizer, colours, ecfg["colour_templates"], device)
     return {
         "static_retrieval": recall_at_k(enc.image_features, enc.text_features, ecfg["recall_at"],
                                         ecfg["retrieval_pool_size"], source=source),

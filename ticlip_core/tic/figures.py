@@ -1,8 +1,8 @@
 """Figures for the TiC study: evaluation-matrix heatmaps, per-step curves, compute scatter.
 
-Figures are built on ``matplotlib.figure.Figure`` with the Agg canvas (no pyplot, no
-display, no global state) and saved as PNG without the version-stamped "Software" metadata
-so the same inputs give the same bytes. Scores are plotted as percentages.
+Drawn with the reporting layer's deterministic figures (``ticlip_core.reporting.figures``:
+Agg canvas, no pyplot, PNGs without version metadata, so the same inputs give the same
+bytes). Scores are plotted as percentages.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from ticlip_core.metrics import (
     evaluation_matrix,
@@ -23,25 +21,7 @@ from ticlip_core.metrics import (
     per_step_in_domain,
     select_rows,
 )
-
-DPI = 120
-_PNG_METADATA = {"Software": None}
-
-
-def _new_figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, np.ndarray]:
-    """A Figure with an Agg canvas and ``ncols`` axes (fixed size: width x height inches)."""
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = np.atleast_1d(fig.subplots(1, ncols, squeeze=False)[0])
-    return fig, axes
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    """Save ``fig`` as a deterministic PNG at DPI; return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=DPI, metadata=_PNG_METADATA)
-    return path
+from ticlip_core.reporting.figures import DPI, new_figure as _new_figure, save as _save  # noqa: F401 (data/report.py)
 
 
 def plot_eval_matrix(

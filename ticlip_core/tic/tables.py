@@ -1,9 +1,9 @@
 """TiC-CLIP Table 2 (and a per-step table) from evaluation and compute rows.
 
 The DataFrames keep raw numbers (scores as fractions in [0, 1], compute in GMACs); only the
-markdown and LaTeX writers render scores as percentages with one decimal. Metric
-definitions are those of :mod:`ticlip_core.metrics` (TiC-CLIP Sec. "Evaluation metrics",
-docs/metrics.md).
+rendered tables (Markdown, LaTeX, HTML; written by ``ticlip_core.reporting.tables``) show
+scores as percentages with one decimal. Metric definitions are those of
+:mod:`ticlip_core.metrics` (TiC-CLIP Sec. "Evaluation metrics", docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from ticlip_core.reporting import tables as reporting
 from ticlip_core.metrics import (
     normalize_steps,
     per_step_average,
@@ -293,64 +294,13 @@ def table_caption(df: pd.DataFrame) -> str:
     )
 
 
-def _to_markdown(df: pd.DataFrame) -> str:
-    """GitHub markdown: caption line, blank line, table."""
-    body = render_table(df).to_markdown(
-        index=False,
-        tablefmt="pipe",  # GitHub markdown, with alignment markers
-        disable_numparse=True,  # keep "55.0" and "1.2e+03" exactly as rendered
-        colalign=["left"] + ["right"] * (len(df.columns) - 1),
-    )
-    return f"{table_caption(df)}\n\n{body}\n"
-
-
-def _to_latex(df: pd.DataFrame) -> str:
-    """A booktabs ``tabular`` with TiC's two-level header, the caption as a comment."""
-    shown = render_table(df, nan="--")
-    shown.columns = pd.MultiIndex.from_tuples([_TEX_HEADER.get(c, ("", c)) for c in shown.columns])
-    tex = shown.to_latex(
-        index=False,
-        escape=True,
-        multicolumn=True,
-        multicolumn_format="c",
-        column_format="l" + "r" * (len(df.columns) - 1),
-    )
-    lines = tex.splitlines()
-    top = lines.index(r"\toprule")
-    lines.insert(top + 2, _cmidrules(list(shown.columns)))
-    tex = f"% {table_caption(df)}\n" + "\n".join(lines) + "\n"
-    return tex.replace(OVER_BUDGET_MARK, r"$^\dagger$")
-
-
-def _cmidrules(columns: list[tuple[str, str]]) -> str:
-    r"""``\cmidrule`` under each named header group (1-based column spans)."""
-    rules, start = [], 0
-    for k in range(1, len(columns) + 1):
-        if k == len(columns) or columns[k][0] != columns[start][0]:
-            if columns[start][0]:
-                rules.append(rf"\cmidrule(lr){{{start + 1}-{k}}}")
-            start = k
-    return " ".join(rules)
-
-
 def write_table(df: pd.DataFrame, stem: Path) -> list[Path]:
-    """Write ``stem.csv`` (raw numbers), ``stem.md`` and ``stem.tex`` (rendered); return paths."""
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_name(stem.name + ext) for ext in (".csv", ".md", ".tex")]
-    df.to_csv(paths[0], index=False, lineterminator="\n")
-    paths[1].write_text(_to_markdown(df), encoding="utf-8")
-    paths[2].write_text(_to_latex(df), encoding="utf-8")
-    return paths
+    """Write ``stem.csv`` (raw numbers), ``stem.md``, ``stem.tex`` (with TiC's two-level header)
+    and ``stem.html`` (rendered, with the caption); return the paths."""
+    return reporting.write_table(df, stem, table_caption(df), shown=render_table(df), groups=_TEX_HEADER)
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-def read_eval_rows(paths: Sequence) -> pd.DataFrame:
-    """Concatenate per-checkpoint evaluation CSVs (step names kept as strings)."""
-    return pd.concat([pd.read_csv(p, dtype={"train_step": str, "eval_step": str}) for p in paths],
-                     ignore_index=True)
 
 
 def read_compute_records(paths: Sequence) -> pd.DataFrame:
