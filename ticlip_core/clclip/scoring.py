@@ -62,8 +62,8 @@ def evaluate_session(model, tokenizer, task: dict, plan, setting: str, session: 
         scores["ut_acc"] = ut_acc_ost(correct) if setting == "ost" else float(np.mean(per_session[:session + 1]))
         zs_images, zs_labels = task[zs_name]
         zs_names = plan.zs_val_classes if split == "val" else plan.zs_test_classes
-        scores["zs_acc"] = ut_acc_ost(class_accuracy(model, tokenizer, zs_images, zs_labels, zs_names, templates,
-                                                     device))
+        scores["zs_acc"] = class_accuracy(model, tokenizer, zs_images, zs_labels, zs_names, templates,
+                                          device).mean().item()
         scores["a_acc"] = a_acc(scores["ut_acc"], scores["zs_acc"])
         if retrieval and split == "test":
             images, captions, caption_image = task["retrieval"]
