@@ -71,6 +71,11 @@ rule clclip_run:
     output:
         rows=f"{CLCLIP}/runs/{{method}}.csv",
         chosen=f"{CLCLIP}/runs/{{method}}.json",
+        # one record per (setting, variant) of the chosen value: samples, MACs, extra MACs, seconds,
+        # and the MACs of the whole hyperparameter search (ticlip_core/clclip/compute.py)
+        compute=f"{CLCLIP}/runs/{{method}}.compute.json",
+    wildcard_constraints:
+        method=r"[A-Za-z0-9_]+",  # so runs/<m>.compute.json is never the chosen file of a method "<m>.compute"
     params:
         settings=lambda wildcards: [s for s in CLCLIP_SETTINGS if wildcards.method in clclip_methods_in(s)],
         cfg=lambda wildcards: clclip_method_job(config, wildcards.method),
@@ -82,7 +87,7 @@ rule clclip_run:
         f"{BENCH}/clclip/runs/{{method}}.tsv"
     resources:
         **RESOURCES["train"],
-    threads: config["train"]["threads"]
+    threads: config["clclip"]["train"]["threads"]
     script:
         "../workflow_scripts/clclip_run.py"
 
@@ -94,6 +99,7 @@ rule clclip_ablation:
     output:
         rows=f"{CLCLIP}/ablations/{{ablation}}.csv",
         chosen=f"{CLCLIP}/ablations/{{ablation}}.json",
+        compute=f"{CLCLIP}/ablations/{{ablation}}.compute.json",  # as clclip_run's, one record per row
     params:
         settings=CLCLIP_SETTINGS,
         cfg=lambda wildcards: clclip_ablation_job(config, wildcards.ablation),
@@ -105,7 +111,7 @@ rule clclip_ablation:
         f"{BENCH}/clclip/ablations/{{ablation}}.tsv"
     resources:
         **RESOURCES["train"],
-    threads: config["train"]["threads"]
+    threads: config["clclip"]["train"]["threads"]
     script:
         "../workflow_scripts/clclip_ablation.py"
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import planned_jobs
+import torch
+from conftest import micro_config, planned_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ["WM", "IO", "TO"]
@@ -89,3 +90,66 @@ def test_a_clclip_training_edit_reruns_the_trained_methods_only(study, tmp_path)
     edit = {"clclip": {"train": {"lr": 0.0005}}}
     assert planned_jobs(_command(work), {"lr": edit}, tmp_path)["lr"] == {
         "clclip_run": len(methods), "clclip_ablation": 2, "clclip_tables": 1}
+
+
+def test_compute_records_count_the_chosen_chain_and_the_whole_search(study):
+    """runs/<method>.compute.json: one record per (setting, variant) of the chosen value; FT's MACs
+    are 3 x (crops x image MACs + iterations x prompts x text MACs), the original's 0."""
+    from ticlip_core.clclip.compute import RECORD_FIELDS, tower_macs
+    from ticlip_core.clclip.study import load_original
+
+    lwf = json.loads((study / "runs/lwf.compute.json").read_text())
+    assert [(r["setting"], r["variant"]) for r in lwf] == [(s, v) for s in ("ost", "mst") for v in ("wm", "io", "to")]
+    assert all(tuple(r) == RECORD_FIELDS and r["method"] == "lwf" for r in lwf)
+    assert all(r["search_macs"] > r["macs"] > 0 and r["samples"] > 0 for r in lwf)  # two betas tried
+    ft = {(r["setting"], r["variant"]): r for r in json.loads((study / "runs/ft.compute.json").read_text())}
+    model, _ = load_original(_config(), str(study / "base/model.pt"), "cpu")
+    image, text = tower_macs(model)
+    # micro: 4 classes x 8 crops, batches of 8, one epoch; OST one session, MST two of 2 classes
+    assert ft["ost", "wm"]["macs"] == 3 * (32 * image + 4 * 4 * text) == ft["ost", "wm"]["search_macs"]
+    assert ft["mst", "io"]["macs"] == 3 * (32 * image + 2 * 2 * 2 * text) and ft["mst", "io"]["samples"] == 32
+    assert all(r["extra_macs"] == 0 for r in ft.values())
+    original = json.loads((study / "runs/original.compute.json").read_text())
+    assert [r["setting"] for r in original] == ["ost", "mst"] and all(r["macs"] == r["search_macs"] == 0 for r in original)
+    ablation = json.loads((study / "ablations/length.compute.json").read_text())
+    assert {r["method"] for r in ablation} == {"M=2", "M=4", "caption replay"} and len(ablation) == 6
+    assert not list(study.glob("*/*.work"))  # every job removed its work folder
+
+
+def _config(**train) -> dict:
+    cfg = micro_config()
+    cfg["clclip"]["enabled"] = True
+    cfg["clclip"]["train"].update(train)
+    return cfg
+
+
+def _one_chain(study, **train):
+    from ticlip_core.clclip.study import run_method
+
+    return run_method(_config(**train), setting="ost", method_name="lwf", task_dir=str(study / "task"),
+                      base_checkpoint=str(study / "base/model.pt"), variants=["wm"])
+
+
+def test_run_method_trains_on_the_engines_device_by_default(study):
+    """No device given: the engine's (init_world().device(), the CPU here), the same numbers as the job."""
+    rows, record, compute = _one_chain(study)
+    job = json.loads((study / "runs/lwf.json").read_text())["ost"]["wm"]
+    assert record["wm"]["val_a_acc"] == job["val_a_acc"] and record["wm"]["chosen"] == job["chosen"]
+    job_compute = [r for r in json.loads((study / "runs/lwf.compute.json").read_text())
+                   if (r["setting"], r["variant"]) == ("ost", "wm")]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in compute] == \
+        [{k: v for k, v in r.items() if k != "seconds"} for r in job_compute]
+
+
+def test_bf16_autocast_trains_the_same_samples_on_the_cpu(study):
+    rows, record, compute = _one_chain(study, precision="bf16")
+    fp32 = json.loads((study / "runs/lwf.compute.json").read_text())[0]
+    assert compute[0]["samples"] == fp32["samples"] and compute[0]["macs"] == fp32["macs"]
+    assert rows and all(pd.notna(r["value"]) for r in rows)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_chain_on_cuda_with_bf16(study):
+    rows, record, compute = _one_chain(study, precision="bf16", channels_last=True)
+    assert rows and all(pd.notna(r["value"]) for r in rows)
+    assert compute[0]["macs"] > 0 and record["wm"]["chosen"] in (0.5, 1.0)

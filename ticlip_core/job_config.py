@@ -58,12 +58,12 @@ def evaluate_job(config: dict, dynamic_tasks: list[str]) -> dict:
 
 
 def clclip_base_job(config: dict) -> dict:
-    """What the CL-CLIP original model's training job reads: TiC's training loop, one step from
-    scratch, with ``clclip.base`` over ``train`` (so an edit of ``train.lr``, which the base's own
+    """What the CL-CLIP original model's training job reads: the seed, the clclip model, and the
+    ``train`` block with ``clclip.base`` over it (so an edit of ``train.lr``, which the base's own
     ``lr`` replaces, does not retrain it)."""
     from ticlip_core.clclip.base_model import base_config
 
-    return subset(base_config(config), ["seed", "model", "train", "tic.steps", "methods.sequential"])
+    return subset(base_config(config), ["seed", "model", "train"])
 
 
 def clclip_method_job(config: dict, method: str) -> dict:

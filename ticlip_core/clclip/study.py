@@ -13,14 +13,25 @@ Sec. VI-A); its test rows are written, and every value's validation scores are r
 from __future__ import annotations
 
 import copy
+import json
 
 import torch
 
 from ticlip_core.models import create_model, load_checkpoint
+from ticlip_core.clclip.chain_store import ChainStore, say_resumed
+from ticlip_core.clclip.compute import compute_record, tower_macs
 from ticlip_core.clclip.methods import get_method
 from ticlip_core.clclip.context import SessionContext
 from ticlip_core.clclip.scoring import chain_rows, evaluate_session, load_task, summary_scores
 from ticlip_core.clclip.session import train_session
+from ticlip_core.engine.distributed import init_world
+from ticlip_core.engine.loop import use_threads
+
+
+def default_device(device=None) -> torch.device:
+    """``device`` when given, else the engine's (``init_world().device()``: this rank's GPU, or the CPU)."""
+    return torch.device(device) if device is not None else init_world().device()
+
 
 def load_original(config: dict, base_checkpoint: str | None, device):
     """The original CLIP: the configured open_clip model with the base checkpoint's weights."""
@@ -34,9 +45,17 @@ def load_original(config: dict, base_checkpoint: str | None, device):
 
 
 def run_chain(config: dict, *, setting: str, method_name: str, variant: str, options: dict, task: dict, plan,
-              base_checkpoint: str | None, device) -> tuple[list[dict], dict]:
+              base_checkpoint: str | None, device, store: ChainStore | None = None, label: str | None = None,
+              index: int = 0) -> tuple[list[dict], dict]:
     """Fine-tune the original model through every session of ``setting`` with one method,
-    variant and option set; returns per-session scores and what the method recorded."""
+    variant and option set; returns per-session statistics (``train_session``'s) and scores,
+    and what the method recorded.
+
+    With a ``store`` (the job's work folder), each finished session is persisted there, and a
+    chain the store already holds resumes after its last finished session (or is returned as
+    saved when finished); ``label`` (default: the method's name) and ``index`` (the
+    hyperparameter value's place in the grid) name the chain in it.
+    """
     ccfg = config["clclip"]
     tcfg = ccfg["train"]
     model, tokenizer = load_original(config, base_checkpoint, device)
@@ -46,58 +65,89 @@ def run_chain(config: dict, *, setting: str, method_name: str, variant: str, opt
     images, labels = task["update_train"]
     sessions, info = [], {}
     last = plan.num_sessions(setting) - 1
-    for s in range(last + 1):
+    path = key = saved = None
+    if store is not None:
+        path, key = store.chain_key(setting=setting, label=label or method_name, variant=variant, index=index,
+                                    options=options)
+        saved = store.load(path, key)
+    if saved is not None:
+        sessions, info = saved["sessions"], saved["info"]
+        say_resumed(f"{label or method_name}-{variant} {setting} ({json.dumps(options, default=str)[:120]})",
+                    len(sessions), path)
+        if saved["done"]:
+            return sessions, copy.deepcopy(info)
+        method.prepare_model(model, variant)  # e.g. RKR's scales, so its weights load
+        model.load_state_dict(saved["model"])
+        previous = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        torch.set_rng_state(saved["torch_rng"])
+    image_macs, text_macs = tower_macs(model)
+    for s in range(len(sessions), last + 1):
         seen = plan.seen_classes(setting, s)
         ctx = SessionContext(model=model, tokenizer=tokenizer, variant=variant, setting=setting, session=s,
                              classnames=plan.update_classes,
                              session_classes=seen if method.trains_on_seen_sessions else plan.session_classes(setting, s),
                              seen_classes=seen, templates=ccfg["templates"], original_state=original,
-                             previous_state=previous, device=device, info=info)
+                             previous_state=previous, device=device, info=info,
+                             image_macs_per_sample=image_macs, text_macs_per_prompt=text_macs)
         stats = train_session(ctx, method, images, labels, epochs=tcfg[f"{setting}_epochs"],
                               batch_size=tcfg["batch_size"], lr=tcfg["lr"], weight_decay=tcfg["weight_decay"],
-                              seed=config["seed"] * 1000 + s)
+                              seed=config["seed"] * 1000 + s, settings=tcfg,
+                              resume_path=store.resume_path if store is not None else None,
+                              fingerprint=f"{key}:session {s}")
         previous = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         scores = evaluate_session(model, tokenizer, task, plan, setting, s, ccfg["templates"], device,
                                   retrieval=s == last, fold_size=ccfg["retrieval_fold_size"])
-        sessions.append({"session": s, **stats, "scores": scores})
+        # plain Python values (numpy scalars become floats), as a resumed chain reads them back
+        sessions.append(json.loads(json.dumps({"session": s, **stats, "scores": scores})))
+        if store is not None:
+            store.save(path, key, sessions=sessions, info=json.loads(json.dumps(info)), done=s == last,
+                       model_state=previous, torch_rng=torch.get_rng_state())
     return sessions, copy.deepcopy(info)
 
 
 def run_method(config: dict, *, setting: str, method_name: str, task_dir: str, base_checkpoint: str | None,
-               device="cpu", variants: list[str] | None = None, options: dict | None = None,
-               label: str | None = None, grid: list | None = None) -> tuple[list[dict], dict]:
+               device=None, variants: list[str] | None = None, options: dict | None = None,
+               label: str | None = None, grid: list | None = None,
+               store: ChainStore | None = None) -> tuple[list[dict], dict, list[dict]]:
     """Every variant of ``method_name`` in ``setting``, its hyperparameter chosen by validation
-    A-Acc. Returns long-format rows (test scores of the chosen value, per session and final) and
-    a record of the choice. ``options`` override the method's config options (ablations);
+    A-Acc. Returns long-format rows (test scores of the chosen value, per session and final),
+    a record of the choice, and the compute records (``clclip.compute.compute_record``: one per
+    variant). ``options`` override the method's config options (ablations);
     ``label`` names the run in the rows (default: the method's name); ``grid`` replaces the
-    config's grid of the tuned hyperparameter (a one-value grid fixes it)."""
+    config's grid of the tuned hyperparameter (a one-value grid fixes it). ``device``: default
+    the engine's (``default_device``); ``store``: the job's work folder (``run_chain``)."""
     ccfg = config["clclip"]
+    use_threads(ccfg["train"])
+    device = default_device(device)
     task, plan = load_task(task_dir)
     base_options = {**ccfg["method_options"].get(method_name, {}), **(options or {})}
     tuned = get_method(method_name, **base_options).hyperparameter
     grid = (grid or ccfg["grids"][tuned]) if tuned else [None]
-    rows, record = [], {}
+    rows, record, compute = [], {}, []
     for variant in variants or ccfg["variants"]:
         tried = {}
-        for value in grid:
+        for index, value in enumerate(grid):
             opts = {**base_options, **({tuned: value} if tuned else {})}
             sessions, info = run_chain(config, setting=setting, method_name=method_name, variant=variant,
                                        options=opts, task=task, plan=plan, base_checkpoint=base_checkpoint,
-                                       device=device)
+                                       device=device, store=store, label=label, index=index)
             tried[value] = (sessions, info, summary_scores(sessions, setting, "val")["a_acc"])
         best = max(grid, key=lambda v: tried[v][2])  # the first of equals
         sessions, info, _ = tried[best]
+        compute.append(compute_record(setting, label or method_name, variant, sessions, [t[0] for t in tried.values()]))
         record[variant] = {"hyperparameter": tuned, "chosen": best, "method_info": info,
                            "val_a_acc": {str(v): tried[v][2] for v in grid}}
         rows += chain_rows(sessions, setting=setting, method=label or method_name, variant=variant,
                            hyperparameter=tuned, chosen=best)
-    return rows, record
+    return rows, record, compute
 
 
 def evaluate_original(config: dict, *, setting: str, task_dir: str, base_checkpoint: str | None,
-                      device="cpu") -> list[dict]:
-    """Rows of the original model (no update) in ``setting``, scored as a finished chain."""
+                      device=None) -> list[dict]:
+    """Rows of the original model (no update) in ``setting``, scored as a finished chain
+    (``device``: default the engine's, ``default_device``)."""
     ccfg = config["clclip"]
+    device = default_device(device)
     task, plan = load_task(task_dir)
     model, tokenizer = load_original(config, base_checkpoint, device)
     last = plan.num_sessions(setting) - 1
