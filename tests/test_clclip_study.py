@@ -153,3 +153,32 @@ def test_a_chain_on_cuda_with_bf16(study):
     rows, record, compute = _one_chain(study, precision="bf16", channels_last=True)
     assert rows and all(pd.notna(r["value"]) for r in rows)
     assert compute[0]["macs"] > 0 and record["wm"]["chosen"] in (0.5, 1.0)
+
+
+def test_a_chain_resumes_after_its_last_finished_session(study, tmp_path, monkeypatch, capfd):
+    """RKR in MST: its scales are parameters a fresh model lacks (prepare_model installs them
+    before the saved weights load); the resumed chain scores as the uninterrupted one."""
+    from ticlip_core.clclip.chain_store import ChainStore
+    from ticlip_core.clclip.scoring import load_task
+    from ticlip_core.clclip.study import run_chain
+
+    task, plan = load_task(str(study / "task"))
+    cfg = _config()
+    chain = dict(setting="mst", method_name="rkr", variant="wm", options=cfg["clclip"]["method_options"]["rkr"],
+                 task=task, plan=plan, base_checkpoint=str(study / "base/model.pt"), device="cpu")
+    full, full_info = run_chain(cfg, **chain)
+    store, save = ChainStore(tmp_path / "work", "job"), ChainStore.save
+
+    def save_then_die(self, *args, **kwargs):
+        save(self, *args, **kwargs)
+        raise KeyboardInterrupt  # killed right after the first session was kept
+
+    with monkeypatch.context() as m:
+        m.setattr(ChainStore, "save", save_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            run_chain(cfg, **chain, store=store)
+    resumed, info = run_chain(cfg, **chain, store=store)
+    assert "resuming rkr-wm mst" in capfd.readouterr().err
+    strip = [{k: v for k, v in s.items() if k != "seconds"} for s in full]
+    assert [{k: v for k, v in s.items() if k != "seconds"} for s in resumed] == strip and info == full_info
+    assert len(resumed) == 2 and resumed[1]["iterations"] > 0
