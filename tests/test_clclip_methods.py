@@ -518,3 +518,15 @@ def test_rkr_scaling_factors_take_their_own_learning_rate():
     assert get_method("rkr", lr=0.01).learning_rate(1e-4) == 0.01
     assert get_method("rkr").learning_rate(1e-4) == 1e-4
     assert get_method("ft").learning_rate(1e-4) == 1e-4
+
+
+def test_teacher_and_extra_encodings_are_counted_as_extra_compute(micro):
+    """LwF in MST session 1: the teacher encodes the 6 seen classes' prompts once (forward only),
+    then per batch the teacher's image forwards (1x) and the student's 3 previous-class prompts (3x)."""
+    ctx = mst_ctx(fresh(micro), micro[1])
+    ctx.image_macs_per_sample, ctx.text_macs_per_prompt = 1000, 10
+    method = get_method("lwf")
+    method.before_step(ctx)
+    assert ctx.extra_macs == 6 * len(TEMPLATES) * 10
+    batch_loss(method, ctx, images(8), torch.arange(8) % 3)
+    assert ctx.extra_macs == 6 * len(TEMPLATES) * 10 + 8 * 1000 + 3 * 3 * len(TEMPLATES) * 10

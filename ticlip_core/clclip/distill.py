@@ -26,6 +26,17 @@ def beta_of(method: Method) -> float:
     return beta
 
 
+def count_forwards(ctx: SessionContext, *, images: int = 0, prompts: int = 0, trained: bool = False) -> None:
+    """Add to ``ctx.extra_macs`` the MACs of passes beyond the session's own cross-entropy:
+    ``images`` images through the image tower and ``prompts`` prompts through the text tower,
+    forward only for a frozen teacher, or times the training multiplier (forward + backward) for
+    the student's own extra encodings (``trained``), as ``clclip/compute.py`` counts training."""
+    from ticlip_core.engine.compute import TRAIN_FORWARD_MULTIPLIER
+
+    factor = TRAIN_FORWARD_MULTIPLIER if trained else 1
+    ctx.extra_macs += factor * (images * ctx.image_macs_per_sample + prompts * ctx.text_macs_per_prompt)
+
+
 def previous_classes(ctx: SessionContext) -> list[int]:
     """The labels of earlier sessions: ``ctx.seen_classes`` minus ``ctx.session_classes``, in order."""
     current = set(ctx.session_classes)
@@ -41,6 +52,7 @@ def seen_class_features(ctx: SessionContext, class_features):
     if not previous:
         return class_features
     names = [ctx.classnames[c] for c in previous]
+    count_forwards(ctx, prompts=len(names) * len(ctx.templates), trained=True)
     return torch.cat([class_features, class_text_features(ctx.model, ctx.tokenizer, names, ctx.templates,
                                                           ctx.device)])
 
@@ -50,6 +62,7 @@ def teacher_seen_class_features(teacher, ctx: SessionContext):
     import torch
 
     labels = list(ctx.session_classes) + previous_classes(ctx)
+    count_forwards(ctx, prompts=len(labels) * len(ctx.templates))
     with torch.no_grad():
         return class_text_features(teacher, ctx.tokenizer, [ctx.classnames[c] for c in labels], ctx.templates,
                                    ctx.device)

@@ -2,7 +2,7 @@ import logging
 
 from ticlip_core.clclip.methods import register
 from ticlip_core.engine.method import Method
-from ticlip_core.clclip.distill import beta_of, seen_class_features, teacher_from, teacher_seen_class_features
+from ticlip_core.clclip.distill import count_forwards, beta_of, seen_class_features, teacher_from, teacher_seen_class_features
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,7 @@ class GeoDL(Method):
 
         with torch.no_grad():
             old_images = self.teacher(images, None)["image_features"]
+        count_forwards(ctx, images=len(images))
         new_classes = seen_class_features(ctx, class_features)
         # the kernel and the loss are computed in float32/float64, outside any autocast region
         with torch.autocast(self.device_type, enabled=False):

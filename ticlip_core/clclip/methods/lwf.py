@@ -1,6 +1,6 @@
 from ticlip_core.clclip.methods import register
 from ticlip_core.engine.method import Method
-from ticlip_core.clclip.distill import beta_of, seen_class_features, teacher_from, teacher_seen_class_features
+from ticlip_core.clclip.distill import count_forwards, beta_of, seen_class_features, teacher_from, teacher_seen_class_features
 
 
 @register
@@ -38,6 +38,7 @@ class LwF(Method):
         with torch.no_grad():
             old = self.teacher(images, None)
             old_logits = old["logit_scale"] * old["image_features"] @ self.teacher_classes.T
+        count_forwards(ctx, images=len(images))
         new_logits = out["logit_scale"] * out["image_features"] @ seen_class_features(ctx, class_features).T
         return self.beta * kl_distillation(new_logits, old_logits)
 

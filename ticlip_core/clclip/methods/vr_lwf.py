@@ -1,6 +1,6 @@
 from ticlip_core.clclip.methods import register
 from ticlip_core.engine.method import Method
-from ticlip_core.clclip.distill import (beta_of, previous_classes, seen_class_features, teacher_from,
+from ticlip_core.clclip.distill import (count_forwards, beta_of, previous_classes, seen_class_features, teacher_from,
                                         teacher_seen_class_features)
 
 PADDING_ID = 0
@@ -127,7 +127,9 @@ class VRLwF(Method):
             old = self.teacher(images, None)
             old_text = self.teacher.encode_text(tokens, normalize=True)
             old_logits = old["logit_scale"] * old["image_features"] @ old_text.T
+        count_forwards(ctx, images=len(images), prompts=len(tokens))          # the teacher's passes
         new_text = ctx.model.encode_text(tokens, normalize=True)
+        count_forwards(ctx, prompts=len(tokens), trained=True)               # the student's pseudo-sentences
         new_logits = out["logit_scale"] * out["image_features"] @ new_text.T
         loss = kl_distillation(new_logits, old_logits)                      # L_VR, Eq. 17
         if self.teacher_classes is not None:                                 # L_Pre: its own softmax
