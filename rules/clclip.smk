@@ -117,13 +117,13 @@ rule clclip_ablation:
 
 
 # Tables III-VIII: each rendered as HTML in the report (with its caption) and as CSV, Markdown and
-# LaTeX; the compute columns come from the clclip_run rule's compute records once it writes them.
+# LaTeX, with compute columns from the method and ablation jobs' compute records.
 rule clclip_tables:
     input:
         runs=clclip_run_outputs(),
         ablations=clclip_ablation_outputs(),
-        compute=(expand(rules.clclip_run.output.compute, method=[Path(p).stem for p in clclip_run_outputs()])
-                 if "compute" in rules.clclip_run.output.keys() else []),
+        compute=expand(rules.clclip_run.output.compute, method=[Path(p).stem for p in clclip_run_outputs()]),
+        ablation_compute=expand(rules.clclip_ablation.output.compute, ablation=CLCLIP_ABLATIONS),
     output:
         **{table: report(f"{CLCLIP}/{table}.html", caption=f"../report/clclip_{table}.rst", category="CL-CLIP",
                          subcategory="Tables", labels={"table": table, "format": "HTML"})

@@ -1,5 +1,5 @@
-"""Entry point: CL-CLIP Tables III-VIII (with compute, when the runs recorded it) and Fig. 4 from
-the runs' rows."""
+"""Entry point: CL-CLIP Tables III-VIII (with the compute the jobs recorded) and Fig. 4 from the
+runs' rows."""
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +12,8 @@ TABLE_NUMBER = {("ost", "length"): 5, ("ost", "num_pseudo"): 6, ("mst", "length"
 
 with logged(snakemake.log[0]):
     runs = read_rows(snakemake.input.runs)
-    compute = read_compute(snakemake.input.compute) if snakemake.input.get("compute") else None
+    compute = read_compute(snakemake.input.compute)
+    ablation_compute = pd.concat([compute, read_compute(snakemake.input.ablation_compute)], ignore_index=True)
     out = Path(snakemake.output.rows).parent
     tables = {("table3_ost" if s == "ost" else "table4_mst"): (s, runs[runs["scenario"] == s], compute)
               for s in snakemake.params.settings}
@@ -23,7 +24,7 @@ with logged(snakemake.log[0]):
         for setting in snakemake.params.settings:
             original = runs[(runs["scenario"] == setting) & (runs["method"] == "original")]
             tables[f"table{TABLE_NUMBER[setting, ablation]}_{setting}_{ablation}"] = (
-                setting, pd.concat([original, rows[rows["scenario"] == setting]]), None)
+                setting, pd.concat([original, rows[rows["scenario"] == setting]]), ablation_compute)
     row_schema.write_rows(pd.concat(everything), snakemake.output.rows)
     for name, (setting, rows, records) in tables.items():
         table = method_table(rows, setting, records)
