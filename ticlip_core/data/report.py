@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ticlip_core.tic.figures import _new_figure, _save
+from ticlip_core.reporting.figures import new_figure, save
 
 COLUMNS = ["step", "rows_in", "quarantined", "outside_steps", "downloaded", "download_failed",
            "deduplicated", "train", "val", "test", "caption_words_mean", "caption_words_median",
@@ -66,7 +66,7 @@ def samples_per_year_figure(manifest: pd.DataFrame, steps: list[str], path: str 
     dated = manifest[manifest["timestamp"].notna()]
     year = pd.to_datetime(dated["timestamp"], utc=True).dt.year
     years = np.arange(year.min(), year.max() + 1) if len(year) else np.array([], int)
-    fig, (ax,) = _new_figure(7.0, 3.2)
+    fig, (ax,) = new_figure(7.0, 3.2)
     bottom = np.zeros(len(years))
     colours = dict(zip(steps, _step_colours(len(steps))))
     for step in steps:
@@ -82,7 +82,7 @@ def samples_per_year_figure(manifest: pd.DataFrame, steps: list[str], path: str 
     ax.set_xticks(years)
     ax.tick_params(axis="x", labelrotation=45)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return _save(fig, Path(path))
+    return save(fig, Path(path))
 
 
 def _step_colours(n: int) -> list:

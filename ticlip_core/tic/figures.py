@@ -21,7 +21,7 @@ from ticlip_core.metrics import (
     per_step_in_domain,
     select_rows,
 )
-from ticlip_core.reporting.figures import DPI, new_figure as _new_figure, save as _save  # noqa: F401 (data/report.py)
+from ticlip_core.reporting.figures import DPI, new_figure, save
 
 
 def plot_eval_matrix(
@@ -33,7 +33,7 @@ def plot_eval_matrix(
     blank and marked with a dash.
     """
     values = 100 * E.to_numpy(dtype=float)
-    fig, (ax,) = _new_figure(*figsize)
+    fig, (ax,) = new_figure(*figsize)
     finite = values[np.isfinite(values)]
     vmin, vmax = (finite.min(), finite.max()) if finite.size else (0.0, 100.0)
     im = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=vmin, vmax=vmax)
@@ -52,7 +52,7 @@ def plot_eval_matrix(
     ax.set_ylabel("trained through step")
     ax.set_title(title)
     fig.colorbar(im, ax=ax, label="score (%)")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_step_curves(
@@ -75,7 +75,7 @@ def plot_step_curves(
     if is_static_task(task):
         raise ValueError(f"{task!r} is static; plot its per-step average from per_step_table")
     sel = select_rows(rows, study)
-    fig, (ax_id, ax_all) = _new_figure(*figsize, ncols=2)
+    fig, (ax_id, ax_all) = new_figure(*figsize, ncols=2)
     x = np.arange(len(steps))
     for m in methods:
         E = evaluation_matrix(sel, m, task, metric, steps)
@@ -88,7 +88,7 @@ def plot_step_curves(
         ax.set_title(what)
         ax.grid(True, alpha=0.3)
     ax_all.legend(fontsize="small")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_compute_vs_performance(
@@ -99,7 +99,7 @@ def plot_compute_vs_performance(
     ``table_df`` is :func:`ticlip_core.tic.tables.tic_table`'s output. The x axis is
     logarithmic when compute spans at least a factor of 10.
     """
-    fig, axes = _new_figure(*figsize, ncols=2)
+    fig, axes = new_figure(*figsize, ncols=2)
     x = table_df["Compute (GMACs)"].to_numpy(dtype=float)
     log_x = bool(np.all(x > 0) and x.max() >= 10 * x.min())
     markers = "osD^v<>PX*"
@@ -115,4 +115,4 @@ def plot_compute_vs_performance(
         ax.set_ylabel(f"{col} (%)")
         ax.grid(True, alpha=0.3)
     axes[-1].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
-    return _save(fig, path)
+    return save(fig, path)
