@@ -1,5 +1,4 @@
 """Training step: checkpoint and logs, corrupt images skipped and counted, NaN loss fails cleanly."""
-import io
 import json
 
 import pandas as pd

@@ -21,7 +21,7 @@ from ticlip_core.metrics import (
     per_step_in_domain,
     select_rows,
 )
-from ticlip_core.reporting.figures import DPI, new_figure, save
+from ticlip_core.reporting.figures import new_figure, save
 
 
 def plot_eval_matrix(
