@@ -32,7 +32,7 @@ def _vector(state: dict) -> torch.Tensor:
 
 def test_two_processes_match_one_with_the_same_global_batch(tiny_world, tmp_path):
     from ticlip_core.models import create_model
-    from ticlip_core.engine.contrastive import derived_seed
+    from ticlip_core.engine.seeds import derived_seed
 
     one = _job(tiny_world, tmp_path / "one", data_split="samples")
     # the weights both runs start from (train_step seeds each step's initialisation alike)

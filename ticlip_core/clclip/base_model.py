@@ -38,8 +38,8 @@ def train_base(config: dict, *, shards: list[str], out_model: str, out_log: str,
 
     from ticlip_core.data.loader import SKIP_REASONS, PixelSpec, train_batches
     from ticlip_core.engine.compute import TRAIN_FORWARD_MULTIPLIER, forward_macs_per_sample
-    from ticlip_core.engine.contrastive import (adamw_cosine, clip_loss, contrastive_batch_loss, derived_seed,
-                                                logit_scale_clamp)
+    from ticlip_core.engine.contrastive import adamw_cosine, clip_loss, contrastive_batch_loss, logit_scale_clamp
+    from ticlip_core.engine.seeds import derived_seed
     from ticlip_core.engine.distributed import World
     from ticlip_core.engine.loop import train_loop, use_threads, write_log
     from ticlip_core.engine.method import Method, StepContext

@@ -17,6 +17,7 @@ import json
 
 import torch
 
+from ticlip_core.engine.seeds import derived_seed
 from ticlip_core.models import create_model, load_checkpoint
 from ticlip_core.clclip.chain_store import ChainStore, say_resumed
 from ticlip_core.clclip.compute import compute_record, tower_macs
@@ -91,7 +92,7 @@ def run_chain(config: dict, *, setting: str, method_name: str, variant: str, opt
                              image_macs_per_sample=image_macs, text_macs_per_prompt=text_macs)
         stats = train_session(ctx, method, images, labels, epochs=tcfg[f"{setting}_epochs"],
                               batch_size=tcfg["batch_size"], lr=tcfg["lr"], weight_decay=tcfg["weight_decay"],
-                              seed=config["seed"] * 1000 + s, settings=tcfg,
+                              seed=derived_seed(config["seed"], "clclip", s), settings=tcfg,
                               resume_path=store.resume_path if store is not None else None,
                               fingerprint=f"{key}:session {s}")
         previous = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

@@ -7,7 +7,6 @@ with it.
 from __future__ import annotations
 
 import math
-import zlib
 
 import open_clip
 import torch
@@ -16,10 +15,6 @@ from open_clip_train.scheduler import cosine_lr
 from ticlip_core.engine.loop import BatchLoss
 from ticlip_core.engine.speed import prepare_images
 
-
-def derived_seed(*parts) -> int:
-    """A stable 31-bit seed from the run seed and names (method, step, purpose)."""
-    return zlib.crc32(":".join(map(str, parts)).encode()) & 0x7FFFFFFF
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

@@ -16,8 +16,9 @@ import torch
 
 from ticlip_core.tic.buffers import draw_replay, shard_keys
 from ticlip_core.engine.compute import TRAIN_FORWARD_MULTIPLIER, forward_macs_per_sample
-from ticlip_core.engine.contrastive import (adamw_cosine, clip_loss, contrastive_batch_loss, derived_seed,
-                                            logit_scale_clamp, param_groups)
+from ticlip_core.engine.contrastive import (adamw_cosine, clip_loss, contrastive_batch_loss, logit_scale_clamp,
+                                            param_groups)
+from ticlip_core.engine.seeds import derived_seed
 from ticlip_core.data.loader import SKIP_REASONS, PixelSpec, train_batches
 from ticlip_core.engine.loop import NonFiniteLossError, train_loop, use_threads, write_log
 from ticlip_core.engine.method import StepContext

@@ -1,5 +1,6 @@
 from ticlip_core.clclip.methods import register
 from ticlip_core.engine.method import Method
+from ticlip_core.engine.seeds import derived_seed
 from ticlip_core.clclip.distill import (count_forwards, beta_of, previous_classes, seen_class_features, teacher_from,
                                         teacher_seen_class_features)
 
@@ -88,7 +89,7 @@ class VRLwF(Method):
         if self.corpus is None:   # fail at setup, not at the first batch
             pseudo_sentences(torch.Generator(), self.vocab_size, 1, self.length, ctx.tokenizer.sot_token_id,
                              ctx.tokenizer.eot_token_id, self.context_length)
-        self.generator = torch.Generator().manual_seed(int(self.options["seed"]) * 1_000_003 + ctx.session)
+        self.generator = torch.Generator().manual_seed(derived_seed(int(self.options["seed"]), "vr_lwf", ctx.session))
         self.teacher = teacher_from(ctx.previous_state, ctx)
         # the class term from MST's second session on (the authors' phase > 0): current + previous classes
         distill_classes = self.options["distill_seen_classes"] and bool(previous_classes(ctx))
