@@ -1,5 +1,3 @@
-import copy
-
 from ticlip_core.tic.methods import register
 from ticlip_core.engine.method import Method
 
@@ -22,7 +20,9 @@ class LwF(Method):
     def before_step(self, ctx):
         self.teacher = None
         if ctx.t > 0:
-            self.teacher = copy.deepcopy(ctx.model).eval().requires_grad_(False)
+            from ticlip_core.engine.weights import frozen_copy
+
+            self.teacher = frozen_copy(ctx.model)
         ctx.info["beta"] = self.beta
 
     @property
