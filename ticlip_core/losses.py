@@ -1,4 +1,5 @@
-"""Loss terms added to open_clip's contrastive ``ClipLoss`` by continual-training methods."""
+"""Distillation terms the methods of every study add to their study's loss (one KL, used by
+TiC's similarity-matrix LwF and CL-CLIP's LwF family)."""
 from __future__ import annotations
 
 import torch
@@ -19,10 +20,7 @@ def similarity_distillation_loss(student_logits: torch.Tensor, teacher_logits: t
     the same over texts (columns); the loss is ``(KL_i2t + KL_t2i) / 2``. It is zero when the
     two matrices are equal and positive otherwise. The teacher carries no gradient.
     """
-    teacher_logits = teacher_logits.detach()
-    def kl(s, t):
-        return F.kl_div(F.log_softmax(s, dim=1), F.log_softmax(t, dim=1), log_target=True, reduction="batchmean")
-    return (kl(student_logits, teacher_logits) + kl(student_logits.T, teacher_logits.T)) / 2
+    return (kl_distillation(student_logits, teacher_logits) + kl_distillation(student_logits.T, teacher_logits.T)) / 2
 
 
 def kl_distillation(student_logits, teacher_logits):
