@@ -47,3 +47,24 @@ def test_a_new_method_is_one_class():
             register(type("Other", (Method,), {"name": "half_budget_test", "study": "tic"}))
     finally:
         unregister("tic", "half_budget_test")
+
+
+def test_a_method_paired_with_a_scenario_it_does_not_support_is_refused_naming_the_key():
+    from ticlip_core.registry import check_methods
+
+    with pytest.raises(ValueError, match=r"clclip.methods: CL-CLIP method 'joint_ft' supports only mst, not ost"):
+        check_methods("clclip", ["ft", "joint_ft"], "clclip.methods", ["ost"])
+    check_methods("clclip", ["ft", "joint_ft"], "clclip.methods", ["ost", "mst"])  # runs in MST: accepted
+    with pytest.raises(ValueError, match="unknown TiC method"):
+        check_methods("tic", ["vr_lwf"], "tic.methods")  # another study's method
+
+
+def test_every_registered_method_declares_its_study_and_refuses_unknown_options():
+    from ticlip_core.registry import available_methods, method_class
+
+    for study in ("tic", "clclip"):
+        for name in available_methods(study):
+            cls = method_class(study, name)
+            assert cls.study == study and cls.name == name
+            with pytest.raises(TypeError, match="unknown option"):
+                cls(not_an_option=1)
