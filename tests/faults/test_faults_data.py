@@ -10,7 +10,7 @@ import pytest
 import torch
 import webdataset as wds
 
-import ticlip_core.tic.train as train_module
+import ticlip_core.engine.loop as loop_module
 from conftest import micro_config
 from ticlip_core.data.layout import ShardIntegrityError, step_shards, write_split_index
 from ticlip_core.data.loader import PixelSpec, eval_batches
@@ -144,14 +144,14 @@ def _run(tmp_path, shards, step="2014", init=None, **train):
 
 def _interrupted(monkeypatch, tmp_path, shards, **kw):
     """Run until the first resumable state is saved (iteration 2 of 4); return its bytes."""
-    real = train_module.save_resume_state
+    real = loop_module.save_resume_state
 
     def save_then_die(path, state):
         real(path, state)
         raise Killed
 
     with monkeypatch.context() as m:
-        m.setattr(train_module, "save_resume_state", save_then_die)
+        m.setattr(loop_module, "save_resume_state", save_then_die)
         with pytest.raises(Killed):
             _run(tmp_path, shards, **kw)
     return (tmp_path / "m/resume.pt").read_bytes()

@@ -16,22 +16,16 @@ import torch
 
 from ticlip_core.tic.buffers import draw_replay, shard_keys
 from ticlip_core.engine.compute import TRAIN_FORWARD_MULTIPLIER, forward_macs_per_sample
-from ticlip_core.engine.contrastive import (adamw_cosine, clip_loss, contrastive_batch_loss, logit_scale_clamp,
-                                            param_groups)
+from ticlip_core.engine.contrastive import adamw_cosine, clip_loss, contrastive_batch_loss, logit_scale_clamp
 from ticlip_core.engine.seeds import derived_seed
 from ticlip_core.data.loader import SKIP_REASONS, PixelSpec, train_batches
-from ticlip_core.engine.loop import NonFiniteLossError, train_loop, use_threads, write_log
+from ticlip_core.engine.loop import train_loop, use_threads, write_log
 from ticlip_core.engine.method import StepContext
-from ticlip_core.engine.resume import input_identity, load_resume_state, save_resume_state
+from ticlip_core.engine.resume import input_identity
 from ticlip_core.tic.methods import get_method
 from ticlip_core.engine.distributed import barrier, init_world, sum_over_ranks
 from ticlip_core.models import create_model, load_checkpoint, save_checkpoint
 from ticlip_core.engine.speed import prepare_model
-
-# re-exported: callers and tests import them from here
-__all__ = ["NonFiniteLossError", "derived_seed", "param_groups", "step_max_lr", "train_step",
-           "load_resume_state", "save_resume_state"]
-
 
 def step_max_lr(lr: float, t: int, num_steps: int, decay: str, continues: bool) -> float:
     """Maximum LR of step ``t`` (TiC-CLIP's LR ablation).
@@ -56,7 +50,7 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
     picks from it (all of a step, or a replay sample of its keys drawn with the run's seed).
     ``val_shards_by_step`` is what methods that select hyperparameters may read.
     ``run_name`` names the run in the outputs (an ablation variant of ``method_name``).
-    Raises ``NonFiniteLossError`` naming the step if the loss is not finite; nothing is
+    Raises ``engine.loop.NonFiniteLossError`` naming the step if the loss is not finite; nothing is
     written then, so the previous step's checkpoint stays the last good one.
     """
     tcfg, steps = config["train"], list(config["tic"]["steps"])
@@ -127,7 +121,7 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
         failure_note=f"no checkpoint written for '{step}', the last good checkpoint is "
                      f"{init_checkpoint or 'none (first step)'}",
         schedule=schedule, after_update=logit_scale_clamp(model), resume_path=resume_path,
-        fingerprint=fingerprint, is_main=world.is_main, save_state=_save_state)
+        fingerprint=fingerprint, is_main=world.is_main)
     method.after_step(ctx)
     seen = trained.samples
     skipped = sum_over_ranks(trained.skipped, world)
@@ -154,10 +148,6 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
     barrier(world)
     return compute
 
-
-def _save_state(path: Path, state: dict) -> None:
-    # looked up in this module at call time, so a fault-injection test can patch save_resume_state here
-    save_resume_state(path, state)
 
 
 def _resume_fingerprint(config: dict, run_name: str, method_name: str, step: str, init: str | None,
