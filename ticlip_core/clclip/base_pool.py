@@ -13,12 +13,12 @@ from pathlib import Path
 import pyarrow as pa
 from PIL import Image
 
-from ticlip_core.clclip.synthetic_task import STREAM_BASE_POOL, crop_to_box, scene_rng
+from ticlip_core.clclip.synthetic_task import STREAM_BASE_POOL
 from ticlip_core.clclip.task_files import write_json
 from ticlip_core.data.loader import PixelSpec
 from ticlip_core.data.shards import ShardWriter
-from ticlip_core.data.synthetic import (DEFAULTS as SYNTHETIC_DEFAULTS, encode_jpeg, fix_articles, process_pool,
-                                        render_sample)
+from ticlip_core.data.synthetic import (DEFAULTS as SYNTHETIC_DEFAULTS, crop_to_box, encode_jpeg, fix_articles,
+                                        process_pool, render_sample, scene_rng)
 
 BASE_POOL_CAPTION = "a photo of a {colour} {name}."
 BASE_POOL_FIELDS = [pa.field("labels", pa.list_(pa.int64())), pa.field("label_names", pa.list_(pa.string())),

@@ -6,24 +6,22 @@ random stream, so the output depends only on the arguments.
 """
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ticlip_core.clclip.classes import ClassPlan, norm_name
 from ticlip_core.clclip.task_files import write_task
 from ticlip_core.data import world
 from ticlip_core.data.loader import PixelSpec
-from ticlip_core.data.synthetic import render_sample
+from ticlip_core.data.synthetic import crop_to_box, render_sample, scene_rng
 
-# SeedSequence streams, apart from synthetic.py's 0-2 (STREAM_BASE_POOL: base_pool.py's)
+# SeedSequence streams, apart from synthetic.py's 0-2 and its STREAM_MEMCLIP = 13
+# (STREAM_BASE_POOL: base_pool.py's)
 STREAM_CROPS, STREAM_RETRIEVAL, STREAM_BASE_POOL = 10, 11, 12
 _SPLIT_INDEX = {"train": 0, "val": 1, "test": 2}
-_MIN_CROP = 4  # pixels per side at render_size; smaller (clipped) boxes are skipped
 
 
 def build_synthetic_task(out_dir: str | os.PathLike, plan: ClassPlan, *, seed: int = 0,
@@ -99,11 +97,6 @@ def _world_ids(plan: ClassPlan) -> dict[str, int]:
     return {n: by_name[norm_name(n)] for n in names}
 
 
-def scene_rng(seed: int, *key: int) -> np.random.Generator:
-    """The random stream of one rendered scene, keyed by ``(seed, *key)``."""
-    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=tuple(key)))
-
-
 def _render_crops(class_id: int, split: str, quota: int, *, seed: int, render_size: int,
                   pixels: PixelSpec) -> tuple[list[np.ndarray], int]:
     """``quota`` crops of ``class_id`` for ``split`` and the number of too-small boxes skipped."""
@@ -124,17 +117,6 @@ def _render_crops(class_id: int, split: str, quota: int, *, seed: int, render_si
                 return crops, skipped
     raise RuntimeError(f"synthetic class {world.class_names()[class_id]!r}: only {len(crops)} of "
                        f"{quota} crops in {max_scenes} scenes (render_size {render_size} too small?)")
-
-
-def crop_to_box(image: Image.Image, box: Sequence[float]) -> Image.Image | None:
-    """``image`` cropped to the normalised ``[x0, y0, x1, y1]`` box (widened to whole pixels,
-    clipped to the image), or None when the clipped box is under ``_MIN_CROP`` pixels a side."""
-    w, h = image.size
-    x0, y0 = max(0, math.floor(box[0] * w)), max(0, math.floor(box[1] * h))
-    x1, y1 = min(w, math.ceil(box[2] * w)), min(h, math.ceil(box[3] * h))
-    if x1 - x0 < _MIN_CROP or y1 - y0 < _MIN_CROP:
-        return None
-    return image.crop((x0, y0, x1, y1))
 
 
 def _render_retrieval(n: int, *, seed: int, render_size: int,

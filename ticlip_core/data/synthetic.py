@@ -7,6 +7,8 @@ Public entry points:
   per year, years mixed across shards as a crawl would be; the timestamp says the year).
 * ``synthesize_static(out_dir, seed=..., ...)``: the time-invariant evaluation set (timeless
   classes only, uniform domains, the neutral caption template, ``timestamp`` null).
+* ``scene_rng(seed, *key)`` and ``crop_to_box(image, box)``: the per-scene random stream and
+  the object crop that the studies' object-centred tasks (CL-CLIP, memclip) are built from.
 
 Each sample is drawn from its own generator, seeded by ``SeedSequence(seed, spawn_key=(stream,
 index))``, so the bytes written depend only on the configuration and the seed, never on the
@@ -33,11 +35,13 @@ object_colours     list<string>           colour of every object, aligned with `
 from __future__ import annotations
 
 import io
+import math
 import multiprocessing
 import re
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -60,8 +64,13 @@ DEFAULTS: dict = {
     "workers": 1,                # processes; the output does not depend on it
 }
 
-# Independent random streams under one seed.
+# Independent random streams under one seed. 10-12 are CL-CLIP's (clclip/synthetic_task.py:
+# STREAM_CROPS, STREAM_RETRIEVAL, STREAM_BASE_POOL); STREAM_MEMCLIP is the memclip study's
+# object crops (memclip/synthetic_benchmark.py). A new study takes the next free number.
 _STREAM_WORLD, _STREAM_STATIC, _STREAM_ORDER = 0, 1, 2
+STREAM_MEMCLIP = 13
+
+_MIN_CROP = 4  # pixels per side at render_size; smaller (clipped) boxes are skipped
 
 METADATA_FIELDS = [
     pa.field("timestamp", pa.string()),
@@ -141,6 +150,22 @@ def render_sample(rng: np.random.Generator, *, year: int | None, domain: str | N
         "object_colours": object_colours,
     }
     return Image.fromarray(pixels), meta
+
+
+def scene_rng(seed: int, *key: int) -> np.random.Generator:
+    """The random stream of one rendered scene, keyed by ``(seed, *key)``."""
+    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=tuple(key)))
+
+
+def crop_to_box(image: Image.Image, box: Sequence[float]) -> Image.Image | None:
+    """``image`` cropped to the normalised ``[x0, y0, x1, y1]`` box (widened to whole pixels,
+    clipped to the image), or None when the clipped box is under ``_MIN_CROP`` pixels a side."""
+    w, h = image.size
+    x0, y0 = max(0, math.floor(box[0] * w)), max(0, math.floor(box[1] * h))
+    x1, y1 = min(w, math.ceil(box[2] * w)), min(h, math.ceil(box[3] * h))
+    if x1 - x0 < _MIN_CROP or y1 - y0 < _MIN_CROP:
+        return None
+    return image.crop((x0, y0, x1, y1))
 
 
 def _draw_second_class(rng, year, weights, primary, count):
