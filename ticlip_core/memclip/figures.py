@@ -1,0 +1,123 @@
+"""memclip figures from the runs' rows: Last against the memory size M per benchmark (the paper's
+Figure 1 analogue) and the curves of A_t over tasks per memory size; deterministic PNGs through
+``ticlip_core.reporting.figures``. Metric definitions: ``tables.SCORE_NOTE``, docs/memclip.md."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.ticker import MaxNLocator
+
+from ticlip_core import rows as row_schema
+from ticlip_core.memclip import tables
+from ticlip_core.reporting import figures
+
+#: the line of each memory-independent method: zero-shot dotted, joint dashed
+REFERENCE_STYLE = {"zero_shot": dict(color="black", ls=":"), "joint": dict(color="dimgrey", ls="--")}
+_PALETTE = [f"C{i}" for i in range(10)]
+
+
+def _color(method: str, methods: Sequence[str]) -> str:
+    """One colour per memory method, by its place in ``methods``: the same in every panel."""
+    return _PALETTE[tables.memory_methods(methods).index(method) % len(_PALETTE)]
+
+
+def figure1(rows: pd.DataFrame, benchmarks: Sequence[str] | Mapping[str, str], methods: Sequence[str],
+            memory_sizes_by_benchmark: Mapping[str, Sequence[int]] | Sequence[int], path, *,
+            references: Sequence[str] = tables.REFERENCES) -> Path:
+    """The paper's Figure 1 analogue: one panel per benchmark (``benchmarks``: names, or a mapping
+    name -> scenario "class"/"domain" for the panel title); x = the memory sizes M as categorical
+    ticks (0 included), y = Last (%), one line with markers per memory method; zero-shot as a
+    dotted and joint (upper bound) as a dashed horizontal line. Missing scores raise
+    (``tables.final_scores``). A deterministic PNG at ``path``."""
+    scenarios = benchmarks if isinstance(benchmarks, Mapping) else dict.fromkeys(benchmarks)
+    if not scenarios:
+        raise ValueError("figure1: no benchmarks given")
+    fig, axes = figures.new_figure(4.6 * len(scenarios), 3.8, ncols=len(scenarios))
+    for ax, (benchmark, scenario) in zip(axes, scenarios.items()):
+        sizes = tables.check_sizes(tables.per_benchmark(memory_sizes_by_benchmark, benchmark, "memory sizes"),
+                                   benchmark)
+        scores = tables.final_scores(rows, benchmark, methods, sizes, references)
+        for method in references:
+            last = 100 * scores.loc[scores["method"] == method, "last"].iloc[0]
+            ax.axhline(last, lw=1.5, label=tables.method_name(method), **REFERENCE_STYLE[method])
+        for method in tables.memory_methods(methods):
+            sel = scores[scores["method"] == method]
+            x = [sizes.index(int(M)) for M in sel["memory"]]
+            ax.plot(x, 100 * sel["last"], marker="o", color=_color(method, methods), label=tables.method_name(method))
+        ax.set_xticks(range(len(sizes)), [str(M) for M in sizes])
+        ax.set_xlabel("memory size M (samples)")
+        ax.set_ylabel("Last (%)")
+        ax.set_title(tables.benchmark_title(benchmark, scenario))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return figures.save(fig, path)
+
+
+def step_accuracy(rows: pd.DataFrame, benchmark: str) -> pd.DataFrame:
+    """A_t of every run of ``benchmark``: the rows after each task (train_step ``"0"``, ``"1"``,
+    ...; task ``"seen"``, metric ``"acc"``) as columns ``method``, ``variant``, ``task`` (int, 0-based)
+    and ``value`` (fraction)."""
+    rows = row_schema.frame(rows)
+    sel = rows[(rows["study"] == tables.STUDY) & (rows["scenario"] == benchmark)
+               & (rows["train_step"] != row_schema.FINAL_STEP) & (rows["task"] == "seen")
+               & (rows["metric"] == "acc")]
+    return pd.DataFrame({"method": sel["method"], "variant": sel["variant"],
+                         "task": sel["train_step"].astype(int), "value": sel["value"]}).sort_values(
+        ["method", "variant", "task"], kind="stable")
+
+
+def accuracy_curves(rows: pd.DataFrame, benchmark: str, methods: Sequence[str], memory_sizes: Sequence[int],
+                    path, *, references: Sequence[str] = tables.REFERENCES, scenario: str | None = None) -> Path:
+    """A_t after each task: one panel per memory size M; x = task (1..T), y = A_t (%), one line per
+    memory method at that M, and zero-shot and joint (upper bound) in every panel (their curve
+    when the runs wrote rows after each task, else their final Last as a horizontal line). T is
+    the number of tasks in ``benchmark``'s rows; a memory method lacking a task raises. A
+    deterministic PNG at ``path``."""
+    sizes = tables.check_sizes(memory_sizes, benchmark)
+    scores = tables.final_scores(rows, benchmark, methods, sizes, references)
+    curves = step_accuracy(rows, benchmark)
+    if curves.empty:
+        raise ValueError(f"accuracy_curves: no rows after a task (task 'seen', metric 'acc') for benchmark "
+                         f"{benchmark!r}")
+    T = int(curves["task"].max()) + 1
+    tasks = list(range(T))
+
+    def curve(method: str, variant: str) -> pd.DataFrame:
+        return curves[(curves["method"] == method) & (curves["variant"] == variant)]
+
+    missing = [f"{m} M={M} (tasks {sorted(set(tasks) - set(curve(m, str(M))['task']))})"
+               for m in tables.memory_methods(methods) for M in sizes
+               if sorted(curve(m, str(M))["task"]) != tasks]
+    if missing:
+        raise ValueError(f"accuracy_curves {benchmark}: A_t missing for {'; '.join(missing)} (T={T})")
+    fig, axes = figures.new_figure(4.2 * len(sizes), 3.6, ncols=len(sizes))
+    lo, hi = 100.0, 0.0
+    for ax, M in zip(axes, sizes):
+        for method in references:
+            sel = curve(method, row_schema.NA)
+            style = dict(lw=1.5, label=tables.method_name(method), **REFERENCE_STYLE[method])
+            if len(sel):
+                ys = list(100 * sel["value"])
+                ax.plot(sel["task"] + 1, ys, marker=".", **style)
+            else:
+                ys = [100 * scores.loc[scores["method"] == method, "last"].iloc[0]]
+                style["label"] += " (final)"
+                ax.axhline(ys[0], **style)
+            lo, hi = min(lo, *ys), max(hi, *ys)
+        for method in tables.memory_methods(methods):
+            sel = curve(method, str(M))
+            ys = list(100 * sel["value"])
+            ax.plot(sel["task"] + 1, ys, marker="o", color=_color(method, methods), label=tables.method_name(method))
+            lo, hi = min(lo, *ys), max(hi, *ys)
+        ax.set_title(f"{tables.benchmark_title(benchmark, scenario)}, M = {M}")
+        ax.set_xlabel("task t")
+        ax.set_ylabel("$A_t$ (%)")
+        ax.set_xlim(0.7, T + 0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in axes:  # one y range, so panels compare
+        ax.set_ylim(max(0.0, lo - 5), min(100.0, hi + 5))
+    return figures.save(fig, path)
