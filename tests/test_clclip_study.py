@@ -95,7 +95,8 @@ def test_a_clclip_training_edit_reruns_the_trained_methods_only(study, tmp_path)
 def test_compute_records_count_the_chosen_chain_and_the_whole_search(study):
     """runs/<method>.compute.json: one record per (setting, variant) of the chosen value; FT's MACs
     are 3 x (crops x image MACs + iterations x prompts x text MACs), the original's 0."""
-    from ticlip_core.clclip.compute import RECORD_FIELDS, tower_macs
+    from ticlip_core.clclip.compute import RECORD_FIELDS
+    from ticlip_core.engine.compute import tower_macs
     from ticlip_core.clclip.study import load_original
 
     lwf = json.loads((study / "runs/lwf.compute.json").read_text())
@@ -158,7 +159,7 @@ def test_a_chain_on_cuda_with_bf16(study):
 def test_a_chain_resumes_after_its_last_finished_session(study, tmp_path, monkeypatch, capfd):
     """RKR in MST: its scales are parameters a fresh model lacks (prepare_model installs them
     before the saved weights load); the resumed chain scores as the uninterrupted one."""
-    from ticlip_core.clclip.chain_store import ChainStore
+    from ticlip_core.engine.chain_store import ChainStore
     from ticlip_core.clclip.scoring import load_task
     from ticlip_core.clclip.study import run_chain
 

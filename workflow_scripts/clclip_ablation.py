@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from ticlip_core.clclip.ablations import ablation_runs
-from ticlip_core.clclip.chain_store import ChainStore, job_fingerprint
+from ticlip_core.engine.chain_store import ChainStore, job_fingerprint
 from ticlip_core.clclip.study import run_method
 from ticlip_core.data.layout import step_shards
 from ticlip_core.workflow_io import logged

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ticlip_core.clclip.chain_store import ChainStore, job_fingerprint
+from ticlip_core.engine.chain_store import ChainStore, job_fingerprint
 from ticlip_core.clclip.compute import original_record
 from ticlip_core.clclip.study import evaluate_original, run_method
 from ticlip_core.workflow_io import logged

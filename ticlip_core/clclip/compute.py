@@ -22,33 +22,6 @@ from __future__ import annotations
 RECORD_FIELDS = ("setting", "method", "variant", "samples", "macs", "extra_macs", "seconds", "search_macs")
 
 
-def tower_macs(model) -> tuple[int, int]:
-    """``(image MACs per sample, text MACs per prompt)`` of ``model``'s forward pass (open_clip
-    CLIP: ``encode_image``, ``encode_text``). Every module's train/eval mode is left as it was."""
-    import torch
-
-    from ticlip_core.data.loader import PixelSpec
-    from ticlip_core.engine.compute import forward_macs_per_sample
-
-    class Tower(torch.nn.Module):
-        def __init__(self, which: str):
-            super().__init__()
-            self.model, self.which = model, which
-
-        def forward(self, image, text):
-            return self.model.encode_image(image) if self.which == "image" else self.model.encode_text(text)
-
-    modes = {m: m.training for m in model.modules()}
-    try:
-        size, context = PixelSpec.of(model).size, getattr(model, "context_length", 77)
-        image = forward_macs_per_sample(Tower("image"), size, context)
-        text = forward_macs_per_sample(Tower("text"), size, context)
-    finally:
-        for module, training in modes.items():
-            module.training = training
-    return image, text
-
-
 def chain_totals(sessions: list[dict]) -> dict:
     """Samples, MACs, extra MACs and seconds of a chain's training, summed over its sessions
     (each session's ``train_session`` statistics)."""

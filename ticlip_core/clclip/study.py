@@ -19,8 +19,9 @@ import torch
 
 from ticlip_core.engine.seeds import derived_seed
 from ticlip_core.models import create_model, load_checkpoint
-from ticlip_core.clclip.chain_store import ChainStore, say_resumed
-from ticlip_core.clclip.compute import compute_record, tower_macs
+from ticlip_core.engine.chain_store import ChainStore, say_resumed
+from ticlip_core.clclip.compute import compute_record
+from ticlip_core.engine.compute import tower_macs
 from ticlip_core.clclip.methods import get_method
 from ticlip_core.clclip.context import SessionContext
 from ticlip_core.clclip.scoring import chain_rows, evaluate_session, load_task, summary_scores

@@ -44,3 +44,29 @@ def forward_macs_per_sample(model: torch.nn.Module, image_size: int, context_len
         torch.backends.mha.set_fastpath_enabled(fastpath)
         model.train(was_training)
     return counter.get_total_flops() // 2
+
+
+def tower_macs(model) -> tuple[int, int]:
+    """``(image MACs per sample, text MACs per prompt)`` of ``model``'s forward pass (open_clip
+    CLIP: ``encode_image``, ``encode_text``; CL-CLIP and memclip count their classification
+    training with them: images through the image tower, prompts through the text tower). Every
+    module's train/eval mode is left as it was."""
+    from ticlip_core.data.loader import PixelSpec
+
+    class Tower(torch.nn.Module):
+        def __init__(self, which: str):
+            super().__init__()
+            self.model, self.which = model, which
+
+        def forward(self, image, text):
+            return self.model.encode_image(image) if self.which == "image" else self.model.encode_text(text)
+
+    modes = {m: m.training for m in model.modules()}
+    try:
+        size, context = PixelSpec.of(model).size, getattr(model, "context_length", 77)
+        image = forward_macs_per_sample(Tower("image"), size, context)
+        text = forward_macs_per_sample(Tower("text"), size, context)
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    return image, text
