@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from ticlip_core.clclip.task_files import write_json, write_npz
+from ticlip_core.data.files import write_json, write_npz
 from ticlip_core.data.loader import PixelSpec
 
 SCENARIOS = ("class", "domain")
