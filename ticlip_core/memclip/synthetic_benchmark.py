@@ -43,7 +43,9 @@ def build_synthetic_benchmark(out_dir: str | os.PathLike, *, name: str, scenario
     (shortest side bicubic, centre crop), until ``per_class`` crops; too-small boxes are
     skipped and counted. Key ``{name}/{domain or mixed}/{class_name}/{scene:05d}``; the split
     is ``bucketing.split_of_key(key, val_fraction, test_fraction)``, so the per-split counts
-    vary around the fractions; every (task, class) must get a train, a val and a test sample.
+    vary around the fractions; every (task, class) must get a train sample (a class never trained
+    on cannot be learned) and every task a val and a test sample (its accuracy is pooled over its
+    samples, so a class the hash left out of val or test is allowed).
     ``workers`` processes render the (task, class) pairs.
     """
     _check_arguments(name, scenario, num_classes, per_class, val_fraction, test_fraction,
@@ -168,12 +170,15 @@ def _check_arguments(name, scenario, num_classes, per_class, val_fraction, test_
 
 def _check_every_split(table: pd.DataFrame, split: np.ndarray, tasks: list[TaskSpec],
                        classnames: list[str], per_class: int) -> None:
-    """ValueError unless every (task, class) has a sample in every split."""
+    """ValueError unless every (task, class) has a train sample and every task a sample in each split."""
     present = set(zip(table["task"], table["label"], split))
-    missing = [f"{tasks[t].name}/{classnames[c]}/{SPLITS[s]}"
-               for t, task in enumerate(tasks) for c in task.classes for s in range(len(SPLITS))
-               if (t, c, s) not in present]
+    train = SPLITS.index("train")
+    missing = [f"{tasks[t].name}/{classnames[c]}/train" for t, task in enumerate(tasks) for c in task.classes
+               if (t, c, train) not in present]
+    per_task = {(t, s) for t, _, s in present}
+    missing += [f"{tasks[t].name}/{SPLITS[s]}" for t in range(len(tasks)) for s in range(len(SPLITS))
+                if (t, s) not in per_task]
     if missing:
-        raise ValueError(f"{len(missing)} (task, class, split) got no sample from the hash split, "
+        raise ValueError(f"{len(missing)} (task, class) train sets or (task) val/test sets got no sample from the hash split, "
                          f"e.g. {missing[:5]}; use a larger per_class than {per_class} "
                          "(or larger val/test fractions)")
