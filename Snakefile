@@ -26,10 +26,12 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/tic.smk"
 include: "rules/clclip.smk"
+include: "rules/memclip.smk"
 
 
 rule all:
     input:
         tic_outputs(),
         clclip_outputs(),
+        memclip_outputs(),
     default_target: True

@@ -7,7 +7,9 @@ from ticlip_core.data.bucketing import parse_steps
 from ticlip_core.data.source import metadata_spec
 from ticlip_core.clclip.methods import available_methods as clclip_methods
 from ticlip_core.config_checks import check_config
-from ticlip_core.job_config import subset, clclip_ablation_job, clclip_base_job, clclip_method_job, evaluate_job, train_job
+from ticlip_core.job_config import (subset, clclip_ablation_job, clclip_base_job, clclip_method_job, evaluate_job,
+                                    memclip_data_job, memclip_memory_job, memclip_method_job, train_job)
+from ticlip_core.memclip.methods import get_method as memclip_method
 from ticlip_core.tic.methods import get_method
 from ticlip_core.registry import check_methods
 from ticlip_core.resources import job_resources
@@ -57,6 +59,7 @@ wildcard_constraints:
     task="|".join(DYNAMIC_TASKS),
     static_set="|".join(map(re.escape, STATIC_SETS)) or "$^",
     ablation="length|num_pseudo",
+    benchmark=r"[A-Za-z][A-Za-z0-9_]*",
 
 
 def metadata_files():
@@ -111,7 +114,9 @@ def compute_of(runs):
 
 
 def tic_outputs():
-    """Every final output of the TiC study: tables and figures."""
+    """Every final output of the TiC study: tables and figures (none when tic.enabled is false)."""
+    if not config["tic"]["enabled"]:
+        return []
     outputs = [
         *expand(f"{DATA}/report/data_report.{{ext}}", ext=["csv", "md"]),
         f"{DATA}/report/samples_per_year.png",
@@ -174,3 +179,37 @@ def clclip_outputs():
         return []
     return [*expand(f"{CLCLIP}/{{table}}.{{ext}}", table=CLCLIP_TABLES, ext=["csv", "md", "tex"]),
             f"{CLCLIP}/fig4_mst_sessions.png"]
+
+
+# ----- The memclip study (rules/memclip.smk)
+MEMCLIP = f"{RESULTS}/memclip"
+MEMCLIP_ON = config["memclip"]["enabled"]
+MEMCLIP_BENCHMARKS = [b for b, block in config["memclip"]["benchmarks"].items() if block["enabled"]] if MEMCLIP_ON else []
+MEMCLIP_METHODS = list(config["memclip"]["methods"]) if MEMCLIP_ON else []
+if MEMCLIP_ON:
+    check_methods("memclip", MEMCLIP_METHODS, "memclip.methods")
+
+
+def memclip_run_inputs(wildcards):
+    """The prepared benchmark, its memory plan (replaying methods), and the CL-CLIP study's
+    original CLIP when no starting model is pretrained."""
+    inputs = {"data": f"{MEMCLIP}/{wildcards.benchmark}/data"}
+    if memclip_method(wildcards.method).uses_memory:
+        inputs["memory"] = f"{MEMCLIP}/{wildcards.benchmark}/memory.json"
+    if config["memclip"]["model"]["pretrained"] is None:
+        inputs["base"] = f"{CLCLIP}/base/model.pt"
+    return inputs
+
+
+def memclip_run_outputs():
+    """One rows file per (benchmark, method)."""
+    return expand(f"{MEMCLIP}/{{benchmark}}/runs/{{method}}.csv", benchmark=MEMCLIP_BENCHMARKS, method=MEMCLIP_METHODS)
+
+
+def memclip_outputs():
+    """Every final output of the memclip study (none when memclip.enabled is false)."""
+    if not MEMCLIP_ON:
+        return []
+    return [*expand(f"{MEMCLIP}/{{benchmark}}_table.{{ext}}", benchmark=MEMCLIP_BENCHMARKS, ext=["csv", "md", "tex", "html"]),
+            f"{MEMCLIP}/fig1_last_vs_memory.png",
+            *expand(f"{MEMCLIP}/{{benchmark}}_accuracy_curves.png", benchmark=MEMCLIP_BENCHMARKS)]

@@ -19,6 +19,8 @@ def check_config(config: dict) -> None:
     if config["clclip"]["enabled"]:
         check_model(config["clclip"]["model"], "clclip.model")
         check_clclip_method_options(config["clclip"]["method_options"])
+    if config["memclip"]["enabled"]:
+        check_memclip(config)
 
 
 def check_split(split: dict, key: str) -> None:
@@ -78,3 +80,67 @@ def check_clclip_method_options(options: dict) -> None:
             get_method(method, **(opts or {}))
         except TypeError as err:
             raise ValueError(f"clclip.method_options.{method}: {err}") from None
+
+
+def check_memclip(config: dict) -> None:
+    """The memclip study's starting model, method options, grids and benchmarks."""
+    from ticlip_core.memclip.methods import available_methods, get_method
+
+    mcfg = config["memclip"]
+    check_model(mcfg["model"], "memclip.model")
+    if mcfg["model"]["pretrained"] is None and mcfg["model"]["name"] != config["clclip"]["model"]["name"]:
+        raise ValueError(f"memclip.model: with pretrained null the starting model is the CL-CLIP study's original "
+                         f"CLIP, a {config['clclip']['model']['name']} (clclip.model.name), not "
+                         f"{mcfg['model']['name']}; give memclip.model.pretrained or the same name")
+    for key in ("method_options", "grids"):
+        for method, entry in mcfg[key].items():
+            if method not in available_methods():
+                raise ValueError(f"memclip.{key}.{method}: unknown memclip method '{method}'; "
+                                 f"registered: {', '.join(available_methods())}")
+            try:
+                instance = get_method(method, **mcfg["method_options"].get(method, {}) or {})
+            except TypeError as err:
+                raise ValueError(f"memclip.method_options.{method}: {err}") from None
+            if key == "grids":
+                bad = sorted(set(entry) - {"lr", "epochs"} - set(instance.defaults))
+                if bad:
+                    raise ValueError(f"memclip.grids.{method}: {bad} are neither lr, epochs nor options of "
+                                     f"{method} ({', '.join(sorted(instance.defaults)) or 'none'})")
+    enabled = {name: bench for name, bench in mcfg["benchmarks"].items() if bench["enabled"]}
+    if not enabled:
+        raise ValueError("memclip.benchmarks: the study is enabled but names no enabled benchmark "
+                         "(set memclip.enabled: false to run without it)")
+    for name, bench in enabled.items():
+        check_memclip_benchmark(bench, f"memclip.benchmarks.{name}")
+
+
+def check_memclip_benchmark(bench: dict, key: str) -> None:
+    """A benchmark's scenario keys: class needs ``num_tasks`` (dividing the synthetic class count),
+    domain needs a ``domain_order`` of distinct domains (the synthetic world's, on synthetic data)."""
+    from ticlip_core.data import world
+
+    source, synthetic = bench["source"], bench["synthetic"]
+    if bench["scenario"] == "class":
+        if bench["num_tasks"] is None:
+            raise ValueError(f"{key}.num_tasks: a class-incremental benchmark needs its number of tasks")
+        if source == "synthetic" and synthetic["num_classes"] % bench["num_tasks"]:
+            raise ValueError(f"{key}: {synthetic['num_classes']} classes (synthetic.num_classes) cannot be cut into "
+                             f"{bench['num_tasks']} equal tasks (num_tasks)")
+        if bench["domain_order"] is not None:
+            raise ValueError(f"{key}.domain_order: only a domain-incremental benchmark has one")
+    else:
+        order = bench["domain_order"]
+        if not order or len(set(order)) != len(order) or len(order) < 2:
+            raise ValueError(f"{key}.domain_order: a domain-incremental benchmark needs two or more distinct "
+                             f"domains, got {order}")
+        if source == "synthetic" and set(order) - set(world.DOMAINS):
+            raise ValueError(f"{key}.domain_order: {sorted(set(order) - set(world.DOMAINS))} are not domains of "
+                             f"the synthetic world {list(world.DOMAINS)}")
+    if source == "synthetic":
+        timeless = len(world.timeless_class_ids())
+        if synthetic["num_classes"] > timeless:
+            raise ValueError(f"{key}.synthetic.num_classes: {synthetic['num_classes']} classes, but the synthetic "
+                             f"world has {timeless} timeless classes")
+        check_split(synthetic, f"{key}.synthetic")
+    elif not bench["real"]["path"]:
+        raise ValueError(f"{key}.real.path: a real benchmark needs the dataset's root folder")

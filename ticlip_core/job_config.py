@@ -98,3 +98,41 @@ def _tuned_hyperparameter(config: dict, method: str) -> str | None:
     from ticlip_core.clclip.methods import get_method
 
     return get_method(method, **config["clclip"]["method_options"].get(method, {})).hyperparameter
+
+
+def memclip_data_job(config: dict, benchmark: str) -> dict:
+    """What a memclip data job reads: the seed, the starting model's name (its input size) and the
+    benchmark's block without its memory sizes (a new memory size does not rebuild the data)."""
+    block = {k: v for k, v in config["memclip"]["benchmarks"][benchmark].items() if k != "memory_sizes"}
+    source = block.get("source", "synthetic")
+    block = {k: v for k, v in block.items() if k not in ("synthetic", "real") or k == source}
+    return {"seed": config["seed"], "memclip": {"model": {"name": config["memclip"]["model"]["name"]},
+                                                "benchmark": {"name": benchmark, **copy.deepcopy(block)}}}
+
+
+def memclip_memory_job(config: dict, benchmark: str) -> dict:
+    """What a memclip memory job reads: the seed and the benchmark's memory sizes."""
+    return {"seed": config["seed"],
+            "memclip": {"benchmark": {"memory_sizes": list(config["memclip"]["benchmarks"][benchmark]["memory_sizes"])}}}
+
+
+def memclip_method_job(config: dict, benchmark: str, method: str) -> dict:
+    """What a memclip method job reads: seed, starting model, prompts, the method's options and
+    grid; a training method also the training block and (if it replays) the benchmark's memory
+    sizes; zero-shot only the evaluation settings, so a training edit does not rerun it."""
+    from ticlip_core.memclip.methods import get_method
+
+    m = get_method(method, **config["memclip"]["method_options"].get(method, {}))
+    paths = ["seed", "memclip.model", "memclip.templates"]
+    if m.trains:
+        paths += ["memclip.train", f"memclip.grids.{method}"]
+    else:
+        paths += [f"memclip.train.{k}" for k in ("eval_batch_size", "workers", "threads")]
+    cfg = subset(config, paths + [f"memclip.method_options.{method}"])
+    cfg["memclip"].setdefault("method_options", {}).setdefault(method, {})
+    cfg["memclip"].setdefault("grids", {})
+    if m.trains:
+        cfg["memclip"]["grids"].setdefault(method, {})
+    if m.uses_memory:
+        cfg["memclip"]["benchmark"] = {"memory_sizes": list(config["memclip"]["benchmarks"][benchmark]["memory_sizes"])}
+    return cfg

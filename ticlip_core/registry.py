@@ -11,10 +11,11 @@ import importlib
 import pkgutil
 
 #: where each study's methods live
-STUDY_PACKAGES = {"tic": "ticlip_core.tic.methods", "clclip": "ticlip_core.clclip.methods"}
+STUDY_PACKAGES = {"tic": "ticlip_core.tic.methods", "clclip": "ticlip_core.clclip.methods",
+                  "memclip": "ticlip_core.memclip.methods"}
 
 #: each study's name in messages
-STUDY_TITLES = {"tic": "TiC", "clclip": "CL-CLIP"}
+STUDY_TITLES = {"tic": "TiC", "clclip": "CL-CLIP", "memclip": "memclip"}
 
 _CLASSES: dict[tuple[str, str], type] = {}
 

@@ -1,0 +1,56 @@
+"""memclip's evaluation suite: after task t, accuracy on the samples of every task seen so far,
+classified among every class seen so far (no task identity at test time).
+
+The scores of one split after task t: ``acc_task<j>`` = A[t][j], the accuracy on task j's
+samples (j <= t), and ``acc_seen`` = A_t, the accuracy over the pooled samples of tasks 0..t.
+Ties between class scores get the expected credit of a random order (the shared evaluation
+layer's ``zero_shot_accuracy``), so a constant model scores 1/C, not 100 % on one class.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ticlip_core.data.loader import PixelSpec
+from ticlip_core.evaluation import eval_classifier, zero_shot_accuracy
+
+TASK_ACC = "acc_task"
+
+
+def encode_rows(model, images, rows: list[int], device, batch_size: int, workers: int = 0) -> torch.Tensor:
+    """L2-normalised image features ``(len(rows), D)``, on the CPU, of the ``rows`` of a split
+    (``images``: its ``SplitImages``), ``batch_size`` at a time, decoded in ``workers`` processes."""
+    pixels = PixelSpec.of(model)
+    batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+    loader = torch.utils.data.DataLoader(images, batch_sampler=batches, num_workers=workers)
+    feats = []
+    model.eval()
+    with torch.no_grad():
+        for uint8 in loader:
+            feats.append(F.normalize(model.encode_image(pixels.normalise(uint8).to(device)), dim=-1).float().cpu())
+    return torch.cat(feats) if feats else torch.zeros(0, 1)
+
+
+def evaluate_seen(model, tokenizer, images, table, *, t: int, seen_classes: list[int], classnames: list[str],
+                  templates: list[str], device, batch_size: int, workers: int = 0, source: str = "") -> dict:
+    """Scores after task ``t`` on one split (``table``: its rows, ``images``: its pixels):
+    ``acc_task<j>`` for every j <= t and ``acc_seen`` (A_t), as fractions."""
+    tasks = table["task"].to_numpy()
+    rows = np.flatnonzero(tasks <= t).tolist()
+    if not rows:
+        raise ValueError(f"{source}: no samples of tasks 0..{t} to evaluate")
+    local = {c: i for i, c in enumerate(seen_classes)}
+    labels = table["label"].to_numpy()[rows]
+    unseen = sorted({int(y) for y in labels if int(y) not in local})
+    if unseen:
+        raise ValueError(f"{source}: samples of tasks 0..{t} have class(es) {unseen} outside the classes seen so far")
+    classifier = eval_classifier(model, tokenizer, [classnames[c] for c in seen_classes], templates, device)
+    features = encode_rows(model, images, rows, device, batch_size, workers)
+    targets = torch.tensor([local[int(y)] for y in labels])
+    credit = zero_shot_accuracy(features, classifier, targets, ks=(1,), per_sample=True,
+                                source=source or f"the memclip model after task {t}")["top1"].numpy()
+    scores = {f"{TASK_ACC}{j}": float(credit[tasks[rows] == j].mean()) for j in range(t + 1)
+              if (tasks[rows] == j).any()}
+    scores["acc_seen"] = float(credit.mean())
+    return scores

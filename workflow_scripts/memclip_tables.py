@@ -1,0 +1,21 @@
+"""Entry point: the memclip tables (per benchmark: method x memory size, Last, Avg, Forgetting,
+chosen hyperparameters), Figure 1 (accuracy after the last task against memory size) and the
+A_t curves, from every method job's rows."""
+from pathlib import Path
+
+from ticlip_core.memclip.figures import accuracy_curves, figure1
+from ticlip_core.memclip.tables import write_memclip_tables
+from ticlip_core.rows import read_rows, write_rows
+from ticlip_core.workflow_io import logged
+
+with logged(snakemake.log[0]):
+    p = snakemake.params
+    rows = read_rows(snakemake.input.runs)
+    write_rows(rows, snakemake.output.rows)
+    out = Path(snakemake.output.rows).parent
+    for path in write_memclip_tables(rows, out, p.benchmarks, p.methods, p.memory_sizes):
+        print(f"wrote {path}")
+    figure1(rows, p.benchmarks, p.methods, p.memory_sizes, snakemake.output.figure1)
+    for benchmark, path in zip(p.benchmarks, snakemake.output.curves):
+        accuracy_curves(rows, benchmark, p.methods, p.memory_sizes[benchmark], path,
+                        scenario=p.benchmarks[benchmark])
