@@ -20,6 +20,7 @@ rule clclip_base_pool:
     resources:
         **RESOURCES["data"],
     threads: PARALLEL_THREADS
+    priority: PRIORITY["all_cores"]
     script:
         "../workflow_scripts/clclip_base_pool.py"
 
@@ -42,6 +43,7 @@ rule clclip_base:
     resources:
         **RESOURCES["train"],
     threads: config["train"]["threads"]
+    priority: PRIORITY["gate"]
     script:
         "../workflow_scripts/clclip_base.py"
 
@@ -88,6 +90,7 @@ rule clclip_run:
     resources:
         **RESOURCES["train"],
     threads: config["clclip"]["train"]["threads"]
+    priority: PRIORITY["long"]
     script:
         "../workflow_scripts/clclip_run.py"
 
@@ -112,6 +115,7 @@ rule clclip_ablation:
     resources:
         **RESOURCES["train"],
     threads: config["clclip"]["train"]["threads"]
+    priority: PRIORITY["long"]
     script:
         "../workflow_scripts/clclip_ablation.py"
 

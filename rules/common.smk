@@ -40,6 +40,12 @@ RESOURCES = {kind: job_resources(block) for kind, block in config["resources"].i
 ON_CLUSTER = workflow.nodes is not None or workflow.remote_exec
 PARALLEL_THREADS = config["resources"]["data"]["cpus_per_task"] if ON_CLUSTER else workflow.cores
 
+# Local scheduling on few cores (priorities only order ready jobs): the jobs that take every core
+# first, so that none waits behind a one-core job; then CL-CLIP's original model, which gates
+# every CL-CLIP and memclip method job; then those long method jobs, before TiC's short steps
+# fill the gaps. On a 2-core laptop this keeps both cores busy until the end.
+PRIORITY = {"all_cores": 3, "gate": 2, "long": 1}
+
 SOURCE = config["data"]["source"]
 if SOURCE == "synthetic":
     METADATA_SPEC = None

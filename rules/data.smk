@@ -18,6 +18,7 @@ if SOURCE == "synthetic":
         resources:
             **RESOURCES["data"],
         threads: PARALLEL_THREADS
+        priority: PRIORITY["all_cores"]
         script:
             "../workflow_scripts/synthesize.py"
 
@@ -37,6 +38,7 @@ if SOURCE == "synthetic":
         resources:
             **RESOURCES["data"],
         threads: PARALLEL_THREADS
+        priority: PRIORITY["all_cores"]
         script:
             "../workflow_scripts/synthesize.py"
 

@@ -16,7 +16,6 @@ rule memclip_data:
         f"{BENCH}/memclip/{{benchmark}}/data.tsv"
     resources:
         **RESOURCES["data"],
-    threads: PARALLEL_THREADS
     script:
         "../workflow_scripts/memclip_data.py"
 
@@ -60,6 +59,7 @@ rule memclip_run:
     resources:
         **RESOURCES["train"],
     threads: config["memclip"]["train"]["threads"]
+    priority: PRIORITY["long"]
     script:
         "../workflow_scripts/memclip_run.py"
 
