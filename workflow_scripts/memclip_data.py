@@ -18,7 +18,7 @@ with logged(snakemake.log[0]):
             out, name=bench["name"], scenario=bench["scenario"], seed=seed, num_classes=syn["num_classes"],
             num_tasks=bench["num_tasks"], per_class=syn["per_class"], domains=bench["domain_order"],
             class_order_seed=order_seed, val_fraction=syn["val_fraction"], test_fraction=syn["test_fraction"],
-            image_size=image_size, render_size=syn["render_size"], workers=snakemake.threads)
+            image_size=image_size, render_size=syn["render_size"])  # 1-2 s in one process
     else:
         real = bench["real"]
         summary = build_real_benchmark(
