@@ -114,7 +114,7 @@ def tiny_world(tmp_path_factory):
 
 # The longest modules first: with pytest-xdist (`make test` runs `-n auto --dist loadfile`) they
 # then start at once on separate workers instead of finishing last.
-LONGEST_FIRST = ["test_workflow.py", "test_slurm.py", "test_clclip_study.py", "test_download.py",
+LONGEST_FIRST = ["test_workflow.py", "test_slurm.py", "test_clclip_study.py", "test_memclip_study.py", "test_download.py",
                  "test_faults_kill.py", "test_faults_kill_clclip.py", "test_ddp.py", "test_drift.py", "test_faults_download.py"]
 
 
