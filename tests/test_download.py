@@ -87,7 +87,8 @@ def _config(tmp: Path, **extra) -> Path:
                  "download": {"processes_count": 1, "thread_count": 4, "image_size": 32, "samples_per_shard": 20,
                               "retries": 0, "timeout": 5, "allow_private_hosts": True}},
         "tic": {"steps": STEPS, "methods": ["sequential"], "lr_ablation": {"method": None}},
-        "clclip": {"enabled": False},  # the TiC path only: the CL-CLIP study is on in the default
+        "clclip": {"enabled": False},  # the TiC path only: the CL-CLIP and memclip studies are on in the default
+        "memclip": {"enabled": False},
     }
     for block, values in extra.items():
         cfg.setdefault(block, {}).update(values)

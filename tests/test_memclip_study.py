@@ -1,6 +1,7 @@
 """The memclip study: what each method trains on, a chain's resume (GCL's estimators continue),
-the headline scores of a chain, job provenance, and a micro end-to-end run through Snakemake
-(both embedded benchmarks, every method, two memory sizes including 0)."""
+a domain-incremental chain, the headline scores of a chain, job provenance, and a micro
+end-to-end run through Snakemake (the class-incremental benchmark, every method, two memory
+sizes including 0)."""
 import json
 import subprocess
 import sys
@@ -114,6 +115,29 @@ def test_gcl_chain_resumes_after_a_finished_task_with_its_estimators(tiny, tmp_p
     assert [t["scores"] for t in resumed] == [t["scores"] for t in whole]
 
 
+def test_a_domain_incremental_chain_scores_every_class_at_every_task(tmp_path):
+    """Domain-incremental: every task holds every class, the memory is balanced over (domain,
+    class) pairs, and after task t the test samples of domains 0..t are scored among all classes."""
+    build_synthetic_benchmark(tmp_path, name="dom", scenario="domain", seed=0, num_classes=3, per_class=10,
+                              domains=["photo", "sketch"], val_fraction=0.25, test_fraction=0.25, image_size=32,
+                              render_size=48)
+    data = study.load_data(str(tmp_path))
+    assert data["benchmark"].seen_classes(0) == [0, 1, 2]
+    plan = memory_plan(data["train_table"], 2, "domain", 6, seed=0)
+    held = data["train_table"].set_index("index").loc[plan[1]]
+    assert len(plan[1]) == 6 and set(held["task"]) == {0} and sorted(held["label"]) == [0, 0, 1, 1, 2, 2]
+    tasks = study.run_chain(_cfg(), data, method_name="finetune", memory=plan, memory_size=6, point={},
+                            base_checkpoint=None, device="cpu")
+    assert [sorted(t["scores"]["test"]) for t in tasks] == [["acc_seen", "acc_task0"],
+                                                             ["acc_seen", "acc_task0", "acc_task1"]]
+    test = data["test_table"]
+    # A_1 pools both domains' test samples: the sample-weighted mean of the two tasks' accuracies
+    n0, n1 = (test["task"] == 0).sum(), (test["task"] == 1).sum()
+    last = tasks[1]["scores"]["test"]
+    assert last["acc_seen"] == pytest.approx((n0 * last["acc_task0"] + n1 * last["acc_task1"]) / (n0 + n1))
+    assert tasks[1]["rows"] == (data["train_table"]["task"] == 1).sum() + 6  # task 1's rows plus the memory
+
+
 def test_summary_scores_from_hand_made_task_records():
     tasks = [{"task": 0, "scores": {"test": {"acc_task0": 0.9, "acc_seen": 0.9}}},
              {"task": 1, "scores": {"test": {"acc_task0": 0.6, "acc_task1": 0.8, "acc_seen": 0.7}}},
@@ -175,7 +199,7 @@ def micro_run(tmp_path_factory):
 
 
 def test_micro_study_writes_every_table_figure_and_memory_audit(micro_run):
-    sizes = {"class_il": [0, 4], "domain_il": [0, 6]}
+    sizes = {"class_il": [0, 4]}
     for bench, memory in sizes.items():
         table = pd.read_csv(micro_run / f"{bench}_table.csv")
         expected = [("zero_shot", None)] + [(m, s) for m in ("finetune", "gcl", "gdro") for s in memory] + [("joint", None)]
@@ -207,6 +231,6 @@ def test_a_config_edit_reruns_exactly_the_jobs_it_affects(micro_run, tmp_path):
         "tau": {"memclip": {"method_options": {"gcl": {"tau": 0.2}}}},
         "memory": {"memclip": {"benchmarks": {"class_il": {"memory_sizes": [0, 8]}}}},
     }, tmp_path)
-    assert planned["lr"] == {"memclip_run": 8, "memclip_tables": 1}
-    assert planned["tau"] == {"memclip_run": 2, "memclip_tables": 1}
+    assert planned["lr"] == {"memclip_run": 4, "memclip_tables": 1}
+    assert planned["tau"] == {"memclip_run": 1, "memclip_tables": 1}
     assert planned["memory"] == {"memclip_memory": 1, "memclip_run": 3, "memclip_tables": 1}
