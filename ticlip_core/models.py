@@ -179,3 +179,15 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path) -> torch.nn.Module
     check_finite_weights(state, str(path), "load")
     model.load_state_dict(state)
     return model
+
+
+def load_start_model(model_cfg: dict, base_checkpoint: str | None, device, seed: int):
+    """A study's starting CLIP in eval mode, with its tokenizer: ``model_cfg``'s open_clip model
+    (``{name, pretrained}``: a pretrained tag or local checkpoint), or, when ``base_checkpoint``
+    is given, that model with the pipeline-trained base checkpoint's weights."""
+    model, _, _, tokenizer = create_model(model_cfg["name"], None if base_checkpoint else model_cfg["pretrained"],
+                                          device=device, seed=seed)
+    if base_checkpoint:
+        load_checkpoint(model, base_checkpoint)
+    model.eval()
+    return model, tokenizer

@@ -18,7 +18,7 @@ import json
 import torch
 
 from ticlip_core.engine.seeds import derived_seed
-from ticlip_core.models import create_model, load_checkpoint
+from ticlip_core.models import load_start_model
 from ticlip_core.engine.chain_store import ChainStore, say_resumed
 from ticlip_core.clclip.compute import compute_record
 from ticlip_core.engine.compute import tower_macs
@@ -37,13 +37,7 @@ def default_device(device=None) -> torch.device:
 
 def load_original(config: dict, base_checkpoint: str | None, device):
     """The original CLIP: the configured open_clip model with the base checkpoint's weights."""
-    mcfg = config["clclip"]["model"]
-    model, _, _, tokenizer = create_model(mcfg["name"], mcfg["pretrained"] if not base_checkpoint else None,
-                                          device=device, seed=config["seed"])
-    if base_checkpoint:
-        load_checkpoint(model, base_checkpoint)
-    model.eval()
-    return model, tokenizer
+    return load_start_model(config["clclip"]["model"], base_checkpoint, device, config["seed"])
 
 
 def run_chain(config: dict, *, setting: str, method_name: str, variant: str, options: dict, task: dict, plan,

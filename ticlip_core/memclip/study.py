@@ -30,22 +30,10 @@ from ticlip_core.memclip.methods import get_method
 from ticlip_core.memclip.methods.base import TaskContext
 from ticlip_core.memclip.train import train_task
 from ticlip_core.metrics import average_incremental_accuracy, forgetting, last_accuracy
-from ticlip_core.models import create_model, load_checkpoint
+from ticlip_core.models import load_start_model
 
 #: grid keys that are training settings rather than method options
 TRAIN_KEYS = ("lr", "epochs")
-
-
-def load_start(cfg: dict, base_checkpoint: str | None, device):
-    """The starting CLIP: ``memclip.model`` (its pretrained tag or local checkpoint), or the
-    pipeline's own base model when ``base_checkpoint`` is given."""
-    mcfg = cfg["memclip"]["model"]
-    model, _, _, tokenizer = create_model(mcfg["name"], None if base_checkpoint else mcfg["pretrained"],
-                                          device=device, seed=cfg["seed"])
-    if base_checkpoint:
-        load_checkpoint(model, base_checkpoint)
-    model.eval()
-    return model, tokenizer
 
 
 def grid_points(grid: dict) -> list[dict]:
@@ -80,7 +68,7 @@ def run_chain(cfg: dict, data: dict, *, method_name: str, memory: list[list[int]
     method = get_method(method_name, **options)
     # zero-shot reads no training setting (its job is not handed them)
     lr, epochs = (point.get("lr", tcfg["lr"]), int(point.get("epochs", tcfg["epochs"]))) if method.trains else (0, 0)
-    model, tokenizer = load_start(cfg, base_checkpoint, device)
+    model, tokenizer = load_start_model(mcfg["model"], base_checkpoint, device, cfg["seed"])
     tasks, path, key, saved = [], None, None, None
     variant = row_schema.text(memory_size)
     if store is not None:
