@@ -1,9 +1,8 @@
 """Entry point: the fixed memory's plan of one benchmark at every memory size (which train
 samples it holds while each task trains), with an audit of its keys per task and per class."""
-import json
-import os
 from pathlib import Path
 
+from ticlip_core.data.files import write_json
 from ticlip_core.memclip.benchmark import load_benchmark, load_table
 from ticlip_core.memclip.memory import memory_plan, memory_record
 from ticlip_core.workflow_io import logged
@@ -18,8 +17,5 @@ with logged(snakemake.log[0]):
         plans[str(size)] = plan
         audit[str(size)] = memory_record(table, plan, bench.scenario)
         print(f"M={size}: " + ", ".join(f"task {t}: {len(rows)}" for t, rows in enumerate(plan)))
-    out = Path(snakemake.output[0])
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps({"benchmark": bench.name, "scenario": bench.scenario, "seed": cfg["seed"],
-                               "plans": plans, "audit": audit}, indent=1) + "\n")
-    os.replace(tmp, out)
+    write_json(Path(snakemake.output[0]), {"benchmark": bench.name, "scenario": bench.scenario, "seed": cfg["seed"],
+                                           "plans": plans, "audit": audit})
