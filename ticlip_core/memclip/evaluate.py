@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from ticlip_core.data.loader import PixelSpec
 from ticlip_core.evaluation import eval_classifier, zero_shot_accuracy
+from ticlip_core.retrieval import topk_credit
 
 TASK_ACC = "acc_task"
 
@@ -33,9 +34,12 @@ def encode_rows(model, images, rows: list[int], device, batch_size: int, workers
 
 
 def evaluate_seen(model, tokenizer, images, table, *, t: int, seen_classes: list[int], classnames: list[str],
-                  templates: list[str], device, batch_size: int, workers: int = 0, source: str = "") -> dict:
+                  templates: list[str], device, batch_size: int, workers: int = 0, source: str = "",
+                  scorer=None) -> dict:
     """Scores after task ``t`` on one split (``table``: its rows, ``images``: its pixels):
-    ``acc_task<j>`` for every j <= t and ``acc_seen`` (A_t), as fractions."""
+    ``acc_task<j>`` for every j <= t and ``acc_seen`` (A_t), as fractions. The classifier is the
+    label text of ``seen_classes``, or ``scorer`` (a method's own: normalised images to scores
+    over ``seen_classes``); either way ties get the expected credit of a random order."""
     tasks = table["task"].to_numpy()
     rows = np.flatnonzero(tasks <= t).tolist()
     if not rows:
@@ -45,12 +49,34 @@ def evaluate_seen(model, tokenizer, images, table, *, t: int, seen_classes: list
     unseen = sorted({int(y) for y in labels if int(y) not in local})
     if unseen:
         raise ValueError(f"{source}: samples of tasks 0..{t} have class(es) {unseen} outside the classes seen so far")
-    classifier = eval_classifier(model, tokenizer, [classnames[c] for c in seen_classes], templates, device)
-    features = encode_rows(model, images, rows, device, batch_size, workers)
     targets = torch.tensor([local[int(y)] for y in labels])
-    credit = zero_shot_accuracy(features, classifier, targets, ks=(1,), per_sample=True,
-                                source=source or f"the memclip model after task {t}")["top1"].numpy()
+    where = source or f"the memclip model after task {t}"
+    if scorer is None:
+        classifier = eval_classifier(model, tokenizer, [classnames[c] for c in seen_classes], templates, device)
+        features = encode_rows(model, images, rows, device, batch_size, workers)
+        credit = zero_shot_accuracy(features, classifier, targets, ks=(1,), per_sample=True, source=where)["top1"]
+    else:
+        logits = score_rows(scorer, model, images, rows, device, batch_size, workers)
+        if logits.shape != (len(rows), len(seen_classes)):
+            raise ValueError(f"{where}: the method's scorer gave scores of shape {tuple(logits.shape)}, "
+                             f"not ({len(rows)}, {len(seen_classes)}) (samples, classes seen so far)")
+        credit = topk_credit(logits, targets, 1, source=where)
+    credit = credit.numpy()
     scores = {f"{TASK_ACC}{j}": float(credit[tasks[rows] == j].mean()) for j in range(t + 1)
               if (tasks[rows] == j).any()}
     scores["acc_seen"] = float(credit.mean())
     return scores
+
+
+def score_rows(scorer, model, images, rows: list[int], device, batch_size: int, workers: int = 0) -> torch.Tensor:
+    """``scorer``'s scores ``(len(rows), C)`` (float, on the CPU) of the ``rows`` of a split, the
+    images normalised for ``model``, ``batch_size`` at a time."""
+    pixels = PixelSpec.of(model)
+    batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+    loader = torch.utils.data.DataLoader(images, batch_sampler=batches, num_workers=workers)
+    out = []
+    model.eval()
+    with torch.no_grad():
+        for uint8 in loader:
+            out.append(scorer(pixels.normalise(uint8).to(device)).float().cpu())
+    return torch.cat(out)

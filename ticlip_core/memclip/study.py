@@ -19,6 +19,7 @@ import json
 import torch
 
 from ticlip_core import rows as row_schema
+from ticlip_core.data.loader import PixelSpec
 from ticlip_core.engine.chain_store import ChainStore, say_resumed
 from ticlip_core.engine.compute import tower_macs
 from ticlip_core.engine.distributed import init_world
@@ -27,7 +28,7 @@ from ticlip_core.engine.seeds import derived_seed
 from ticlip_core.memclip.benchmark import SplitImages, load_benchmark, load_table
 from ticlip_core.memclip.evaluate import TASK_ACC, evaluate_seen
 from ticlip_core.memclip.methods import get_method
-from ticlip_core.memclip.methods.base import TaskContext
+from ticlip_core.memclip.methods.base import TaskContext, TaskData
 from ticlip_core.memclip.train import train_task
 from ticlip_core.metrics import average_incremental_accuracy, forgetting, last_accuracy
 from ticlip_core.models import load_start_model
@@ -91,18 +92,25 @@ def run_chain(cfg: dict, data: dict, *, method_name: str, memory: list[list[int]
         ctx = TaskContext(t=t, steps=[s.name for s in bench.tasks], model=model, tokenizer=tokenizer, device=device,
                           benchmark=bench.name, scenario=bench.scenario, classnames=bench.classnames,
                           seen_classes=seen, num_train_samples=len(train_table), memory_size=memory_size,
-                          templates=mcfg["templates"])
+                          templates=mcfg["templates"], image_macs=image_macs)
         stats = {}
         if method.trains:
-            rows = method.training_rows(t, train_table["task"].to_numpy(), memory[t] if memory else [])
+            task_of_row, planned = train_table["task"].to_numpy(), memory[t] if memory else []
+            seed = derived_seed(cfg["seed"], "memclip", bench.name, t)
+            ctx.data = TaskData(images=data["train_images"], labels=train_table["label"].to_numpy(),
+                                task_rows=[int(r) for r in (task_of_row == t).nonzero()[0]], memory_rows=list(planned),
+                                batch_size=tcfg["batch_size"], seed=seed, device=device, pixels=PixelSpec.of(model),
+                                workers=tcfg["workers"])
+            rows = method.training_rows(t, task_of_row, planned)
             stats = train_task(ctx, method, data["train_images"], train_table["label"].to_numpy(), rows,
                                epochs=epochs, batch_size=tcfg["batch_size"], lr=lr,
-                               weight_decay=tcfg["weight_decay"], seed=derived_seed(cfg["seed"], "memclip", bench.name, t),
+                               weight_decay=tcfg["weight_decay"], seed=seed,
                                settings=tcfg, resume_path=store.resume_path if store is not None else None,
                                fingerprint=f"{key}:task {t}", image_macs=image_macs, text_macs=text_macs)
-            stats["memory_rows"] = len(memory[t]) if memory else 0
+            stats["memory_rows"] = len(set(rows) - set(ctx.data.task_rows))
+            ctx.data = None
         common = dict(t=t, seen_classes=seen, classnames=bench.classnames, templates=mcfg["templates"], device=device,
-                      batch_size=tcfg["eval_batch_size"], workers=tcfg["workers"])
+                      batch_size=tcfg["eval_batch_size"], workers=tcfg["workers"], scorer=method.scorer(ctx))
         scores = {"test": evaluate_seen(model, tokenizer, data["test_images"], data["test_table"],
                                         source=f"{method_name} on {bench.name} test after task {t}", **common)}
         if t == last:

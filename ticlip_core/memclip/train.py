@@ -51,9 +51,11 @@ def train_task(ctx: TaskContext, method, images, labels, rows: list[int], *, epo
     ``images`` is the train split's ``SplitImages`` and ``labels`` the class id of every train
     row. Per batch: the images' features against the label-text features of ``ctx.seen_classes``
     (``evaluation.class_text_features`` over ``ctx.templates``, differentiable), scattered into a
-    ``(B, C)`` similarity matrix, then ``method.loss``. AdamW at ``lr`` over every parameter but
-    the temperature. With ``resume_path`` the loop saves a resumable state every
-    ``resume_every`` iterations and resumes one saved under ``fingerprint``. Returns the
+    ``(B, C)`` similarity matrix, then ``method.loss`` (a method with ``uses_text = False`` gets
+    the normalised images only and does its own forward). AdamW at ``lr`` over
+    ``method.trainable_parameters`` (every parameter but the temperature; a method's heads too).
+    With ``resume_path`` the loop saves a resumable state every ``resume_every`` iterations and
+    resumes one saved under ``fingerprint``. Returns the
     iterations, samples, last loss, training MACs (image and prompt forwards x 3) and seconds.
     """
     settings = {**DEFAULT_SETTINGS, **(settings or {})}
@@ -76,15 +78,18 @@ def train_task(ctx: TaskContext, method, images, labels, rows: list[int], *, epo
     def compute_loss(batch) -> BatchLoss:
         batch_rows, uint8 = batch
         x = prepare_images(pixels.normalise(uint8), settings, device)
-        out = forward(x, None)
-        class_features = class_text_features(model, ctx.tokenizer, names, ctx.templates, device)
-        sims_seen = out["image_features"] @ class_features.T
-        sims = sims_seen.new_zeros(len(batch_rows), len(ctx.classnames)).index_copy(1, seen, sims_seen)
         rows_t = torch.tensor(batch_rows, dtype=torch.long)
-        task_batch = TaskBatch(sims=sims, labels=labels[rows_t].to(device), indices=rows_t.to(device), seen=seen,
-                               logit_scale=out["logit_scale"])
-        return BatchLoss(method.loss(ctx, task_batch), out, task_batch, samples=len(batch_rows),
-                         forward_macs=len(batch_rows) * image_macs + prompts * text_macs)
+        task_batch = TaskBatch(sims=None, labels=labels[rows_t].to(device), indices=rows_t.to(device), seen=seen,
+                               logit_scale=model.logit_scale.exp(), images=x)
+        out, macs = {}, len(batch_rows) * image_macs
+        if method.uses_text:
+            out = forward(x, None)
+            class_features = class_text_features(model, ctx.tokenizer, names, ctx.templates, device)
+            sims_seen = out["image_features"] @ class_features.T
+            task_batch.sims = sims_seen.new_zeros(len(batch_rows), len(ctx.classnames)).index_copy(1, seen, sims_seen)
+            task_batch.logit_scale, task_batch.image_features = out["logit_scale"], out["image_features"]
+            macs += prompts * text_macs
+        return BatchLoss(method.loss(ctx, task_batch), out, task_batch, samples=len(batch_rows), forward_macs=macs)
 
     where = f"task {ctx.t} of {method.name} on {ctx.benchmark} (memory {ctx.memory_size})"
     trained = train_loop(
