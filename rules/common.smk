@@ -193,7 +193,15 @@ MEMCLIP_ON = config["memclip"]["enabled"]
 MEMCLIP_BENCHMARKS = [b for b, block in config["memclip"]["benchmarks"].items() if block["enabled"]] if MEMCLIP_ON else []
 MEMCLIP_METHODS = list(config["memclip"]["methods"]) if MEMCLIP_ON else []
 if MEMCLIP_ON:
-    check_methods("memclip", MEMCLIP_METHODS, "memclip.methods")
+    check_methods("memclip", MEMCLIP_METHODS, "memclip.methods",
+                  {config["memclip"]["benchmarks"][b]["scenario"] for b in MEMCLIP_BENCHMARKS})
+
+
+def memclip_methods_in(benchmark):
+    """The configured memclip methods that support ``benchmark``'s scenario (the class-incremental
+    baselines skip a domain-incremental benchmark, CaSSLe a class-incremental one)."""
+    scenario = config["memclip"]["benchmarks"][benchmark]["scenario"]
+    return [m for m in MEMCLIP_METHODS if memclip_method(m).supports(scenario)]
 
 
 def memclip_run_inputs(wildcards):
@@ -209,7 +217,7 @@ def memclip_run_inputs(wildcards):
 
 def memclip_run_outputs():
     """One rows file per (benchmark, method)."""
-    return expand(f"{MEMCLIP}/{{benchmark}}/runs/{{method}}.csv", benchmark=MEMCLIP_BENCHMARKS, method=MEMCLIP_METHODS)
+    return [f"{MEMCLIP}/{b}/runs/{m}.csv" for b in MEMCLIP_BENCHMARKS for m in memclip_methods_in(b)]
 
 
 def memclip_outputs():

@@ -82,7 +82,8 @@ rule memclip_tables:
                       caption="../report/memclip_curves.rst", category="memclip", subcategory="Figures"),
     params:
         benchmarks={b: config["memclip"]["benchmarks"][b]["scenario"] for b in MEMCLIP_BENCHMARKS},
-        methods=MEMCLIP_METHODS,
+        methods={b: memclip_methods_in(b) for b in MEMCLIP_BENCHMARKS},
+        memoryless=[m for m in MEMCLIP_METHODS if not memclip_method(m).uses_memory],
         memory_sizes={b: config["memclip"]["benchmarks"][b]["memory_sizes"] for b in MEMCLIP_BENCHMARKS},
     conda:
         "../envs/ticlip.yaml"

@@ -62,7 +62,7 @@ def test_table_values_and_order():
     assert list(shown["Forgetting"]) == ["0.00", "41.25", "25.00", "20.00", "12.34", "1.00"]
     assert list(shown["Avg"])[3] == "57.00"
     for phrase in ("class_il (class-incremental)", "Last = A_T", "Avg = (1/T) sum_t A_t", "Forgetting",
-                   "validation A_T", "reconstructions (docs/memclip.md)"):
+                   "validation A_T", "GCL and GDRO are reconstructions", "(docs/memclip.md)"):
         assert phrase in caption
 
 
@@ -136,3 +136,28 @@ def test_accuracy_curves(tmp_path):
     no_steps = (rows.method == "joint") & (rows.train_step != "final")
     d = accuracy_curves(rows[~no_steps], "class_il", METHODS, SIZES, tmp_path / "d.png").read_bytes()
     assert d != a
+
+
+def test_a_method_without_memory_and_per_benchmark_methods(tmp_path):
+    """CaSSLe runs once without memory in the domain-incremental benchmark only: one row (memory
+    –) after the memory methods and before joint there, absent from the class-incremental table;
+    Figure 1 and the curves draw it beside every memory size."""
+    runs = dict(RUNS)
+    runs[("domain_il", "cassle", None)] = ([0.65, 0.45, 0.35], 0.3, "lr=1e-05")
+    rows = make_rows(runs)
+    methods = {"class_il": ["finetune", "gcl"], "domain_il": ["finetune", "cassle", "gcl"]}
+    raw, shown, _ = memclip_table(rows, "domain_il", methods["domain_il"], SIZES, memoryless=["cassle"])
+    assert list(raw["Method"]) == ["Zero-shot", "Fine-tune", "Fine-tune", "GCL", "GCL", "CaSSLe",
+                                   "Joint (upper bound)"]
+    assert list(shown["Memory"]) == ["–", "0", "10", "0", "10", "–", "–"]
+    assert raw.loc[5, "Last"] == pytest.approx(35.0) and raw.loc[5, "Avg"] == pytest.approx(48.333333)
+    # without saying it runs without memory, its per-M rows are expected and missing
+    with pytest.raises(ValueError, match="cassle M=0"):
+        memclip_table(rows, "domain_il", methods["domain_il"], SIZES)
+    write_memclip_tables(rows, tmp_path, {"class_il": "class", "domain_il": "domain"}, methods, SIZES,
+                         memoryless=["cassle"])
+    assert "| CaSSLe" not in (tmp_path / "class_il_table.md").read_text()
+    assert "| CaSSLe" in (tmp_path / "domain_il_table.md").read_text()
+    figure1(rows, ["class_il", "domain_il"], methods, SIZES, tmp_path / "fig1.png", memoryless=["cassle"])
+    accuracy_curves(rows, "domain_il", methods["domain_il"], SIZES, tmp_path / "curves.png", memoryless=["cassle"])
+    assert Image.open(tmp_path / "fig1.png").size[0] > 0 and Image.open(tmp_path / "curves.png").size[0] > 0

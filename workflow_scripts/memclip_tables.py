@@ -13,9 +13,11 @@ with logged(snakemake.log[0]):
     rows = read_rows(snakemake.input.runs)
     write_rows(rows, snakemake.output.rows)
     out = Path(snakemake.output.rows).parent
-    for path in write_memclip_tables(rows, out, p.benchmarks, p.methods, p.memory_sizes):
+    methods = dict(p.methods)
+    for path in write_memclip_tables(rows, out, p.benchmarks, methods, p.memory_sizes, memoryless=p.memoryless):
         print(f"wrote {path}")
-    figure1(rows, p.benchmarks, p.methods, p.memory_sizes, snakemake.output.figure1)
+    figure1(rows, p.benchmarks, methods, p.memory_sizes, snakemake.output.figure1, memoryless=p.memoryless)
+    everyone = list(dict.fromkeys(m for b in p.benchmarks for m in methods[b]))
     for benchmark, path in zip(p.benchmarks, snakemake.output.curves):
-        accuracy_curves(rows, benchmark, p.methods, p.memory_sizes[benchmark], path,
-                        scenario=p.benchmarks[benchmark])
+        accuracy_curves(rows, benchmark, methods[benchmark], p.memory_sizes[benchmark], path,
+                        scenario=p.benchmarks[benchmark], memoryless=p.memoryless, colors_from=everyone)

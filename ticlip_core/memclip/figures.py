@@ -18,34 +18,54 @@ REFERENCE_STYLE = {"zero_shot": dict(color="black", ls=":"), "joint": dict(color
 _PALETTE = [f"C{i}" for i in range(10)]
 
 
+#: a method without memory (not a reference) is drawn dash-dotted in its colour
+MEMORYLESS_STYLE = dict(ls="-.", lw=1.5)
+
+
 def _color(method: str, methods: Sequence[str]) -> str:
-    """One colour per memory method, by its place in ``methods``: the same in every panel."""
-    return _PALETTE[tables.memory_methods(methods).index(method) % len(_PALETTE)]
+    """One colour per method, by its place in ``methods`` (every benchmark's, in order): the same
+    in every panel and figure."""
+    order = tables.memory_methods(methods)
+    return _PALETTE[order.index(method) % len(_PALETTE)] if method in order else "grey"
 
 
-def figure1(rows: pd.DataFrame, benchmarks: Sequence[str] | Mapping[str, str], methods: Sequence[str],
+def _all_methods(methods, benchmarks) -> list[str]:
+    """Every benchmark's methods in one ordered list (``methods``: a list, or a mapping per benchmark)."""
+    if isinstance(methods, Mapping):
+        return list(dict.fromkeys(m for b in benchmarks for m in tables.per_benchmark(methods, b, "methods")))
+    return list(methods)
+
+
+def figure1(rows: pd.DataFrame, benchmarks: Sequence[str] | Mapping[str, str],
+            methods: Sequence[str] | Mapping[str, Sequence[str]],
             memory_sizes_by_benchmark: Mapping[str, Sequence[int]] | Sequence[int], path, *,
-            references: Sequence[str] = tables.REFERENCES) -> Path:
+            references: Sequence[str] = tables.REFERENCES, memoryless: Sequence[str] = ()) -> Path:
     """The paper's Figure 1 analogue: one panel per benchmark (``benchmarks``: names, or a mapping
     name -> scenario "class"/"domain" for the panel title); x = the memory sizes M as categorical
-    ticks (0 included), y = Last (%), one line with markers per memory method; zero-shot as a
-    dotted and joint (upper bound) as a dashed horizontal line. Missing scores raise
-    (``tables.final_scores``). A deterministic PNG at ``path``."""
+    ticks (0 included), y = Last (%), one line with markers per memory method (``methods``: one list,
+    or a mapping per benchmark); zero-shot as a dotted and joint (upper bound) as a dashed
+    horizontal line, another method without memory (``memoryless``) dash-dotted in its colour.
+    Missing scores raise (``tables.final_scores``). A deterministic PNG at ``path``."""
     scenarios = benchmarks if isinstance(benchmarks, Mapping) else dict.fromkeys(benchmarks)
     if not scenarios:
         raise ValueError("figure1: no benchmarks given")
+    everyone = _all_methods(methods, scenarios)
     fig, axes = figures.new_figure(4.6 * len(scenarios), 3.8, ncols=len(scenarios))
     for ax, (benchmark, scenario) in zip(axes, scenarios.items()):
         sizes = tables.check_sizes(tables.per_benchmark(memory_sizes_by_benchmark, benchmark, "memory sizes"),
                                    benchmark)
-        scores = tables.final_scores(rows, benchmark, methods, sizes, references)
+        here = tables.per_benchmark(methods, benchmark, "methods")
+        scores = tables.final_scores(rows, benchmark, here, sizes, references, memoryless)
         for method in references:
             last = 100 * scores.loc[scores["method"] == method, "last"].iloc[0]
             ax.axhline(last, lw=1.5, label=tables.method_name(method), **REFERENCE_STYLE[method])
-        for method in tables.memory_methods(methods):
+        for method in tables.memoryless_methods(here, memoryless):
+            last = 100 * scores.loc[scores["method"] == method, "last"].iloc[0]
+            ax.axhline(last, color=_color(method, everyone), label=tables.method_name(method), **MEMORYLESS_STYLE)
+        for method in tables.memory_methods(here, memoryless):
             sel = scores[scores["method"] == method]
             x = [sizes.index(int(M)) for M in sel["memory"]]
-            ax.plot(x, 100 * sel["last"], marker="o", color=_color(method, methods), label=tables.method_name(method))
+            ax.plot(x, 100 * sel["last"], marker="o", color=_color(method, everyone), label=tables.method_name(method))
         ax.set_xticks(range(len(sizes)), [str(M) for M in sizes])
         ax.set_xlabel("memory size M (samples)")
         ax.set_ylabel("Last (%)")
@@ -69,14 +89,18 @@ def step_accuracy(rows: pd.DataFrame, benchmark: str) -> pd.DataFrame:
 
 
 def accuracy_curves(rows: pd.DataFrame, benchmark: str, methods: Sequence[str], memory_sizes: Sequence[int],
-                    path, *, references: Sequence[str] = tables.REFERENCES, scenario: str | None = None) -> Path:
+                    path, *, references: Sequence[str] = tables.REFERENCES, scenario: str | None = None,
+                    memoryless: Sequence[str] = (), colors_from: Sequence[str] | None = None) -> Path:
     """A_t after each task: one panel per memory size M; x = task (1..T), y = A_t (%), one line per
-    memory method at that M, and zero-shot and joint (upper bound) in every panel (their curve
-    when the runs wrote rows after each task, else their final Last as a horizontal line). T is
-    the number of tasks in ``benchmark``'s rows; a memory method lacking a task raises. A
-    deterministic PNG at ``path``."""
+    memory method at that M, and zero-shot, joint (upper bound) and any other method without
+    memory (``memoryless``) in every panel (their curve when the runs wrote rows after each task,
+    else their final Last as a horizontal line). T is the number of tasks in ``benchmark``'s rows;
+    a memory method lacking a task raises. Colours by place in ``colors_from`` (default
+    ``methods``; give every benchmark's methods so that a method has one colour in every figure).
+    A deterministic PNG at ``path``."""
     sizes = tables.check_sizes(memory_sizes, benchmark)
-    scores = tables.final_scores(rows, benchmark, methods, sizes, references)
+    scores = tables.final_scores(rows, benchmark, methods, sizes, references, memoryless)
+    colors_from = list(colors_from) if colors_from is not None else list(methods)
     curves = step_accuracy(rows, benchmark)
     if curves.empty:
         raise ValueError(f"accuracy_curves: no rows after a task (task 'seen', metric 'acc') for benchmark "
@@ -88,16 +112,18 @@ def accuracy_curves(rows: pd.DataFrame, benchmark: str, methods: Sequence[str], 
         return curves[(curves["method"] == method) & (curves["variant"] == variant)]
 
     missing = [f"{m} M={M} (tasks {sorted(set(tasks) - set(curve(m, str(M))['task']))})"
-               for m in tables.memory_methods(methods) for M in sizes
+               for m in tables.memory_methods(methods, memoryless) for M in sizes
                if sorted(curve(m, str(M))["task"]) != tasks]
     if missing:
         raise ValueError(f"accuracy_curves {benchmark}: A_t missing for {'; '.join(missing)} (T={T})")
     fig, axes = figures.new_figure(4.2 * len(sizes), 3.6, ncols=len(sizes))
     lo, hi = 100.0, 0.0
     for ax, M in zip(axes, sizes):
-        for method in references:
+        for method in [*references, *tables.memoryless_methods(methods, memoryless)]:
             sel = curve(method, row_schema.NA)
-            style = dict(lw=1.5, label=tables.method_name(method), **REFERENCE_STYLE[method])
+            style = dict(lw=1.5, label=tables.method_name(method), **(
+                REFERENCE_STYLE[method] if method in references
+                else dict(color=_color(method, colors_from), ls=MEMORYLESS_STYLE["ls"])))
             if len(sel):
                 ys = list(100 * sel["value"])
                 ax.plot(sel["task"] + 1, ys, marker=".", **style)
@@ -106,10 +132,11 @@ def accuracy_curves(rows: pd.DataFrame, benchmark: str, methods: Sequence[str], 
                 style["label"] += " (final)"
                 ax.axhline(ys[0], **style)
             lo, hi = min(lo, *ys), max(hi, *ys)
-        for method in tables.memory_methods(methods):
+        for method in tables.memory_methods(methods, memoryless):
             sel = curve(method, str(M))
             ys = list(100 * sel["value"])
-            ax.plot(sel["task"] + 1, ys, marker="o", color=_color(method, methods), label=tables.method_name(method))
+            ax.plot(sel["task"] + 1, ys, marker="o", color=_color(method, colors_from),
+                    label=tables.method_name(method))
             lo, hi = min(lo, *ys), max(hi, *ys)
         ax.set_title(f"{tables.benchmark_title(benchmark, scenario)}, M = {M}")
         ax.set_xlabel("task t")

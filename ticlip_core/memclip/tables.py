@@ -27,9 +27,9 @@ SCORE_NOTE = (
     "classified among all classes seen so far. Last = A_T; Avg = (1/T) sum_t A_t; Forgetting = 1/(T-1) "
     "sum_{j<T} (max_{j<=l<T} A_{l,j} - A_{T,j}), A_{l,j} being the accuracy on task j's test set after task l "
     "(lower is better). Memory: the fixed memory size M (samples in all, an equal number per class seen so far; "
-    "per (domain, class) pair in domain-incremental benchmarks); Zero-shot and Joint (upper bound) use none "
-    "(–). Chosen: the hyperparameters chosen by validation A_T. GCL and GDRO are reconstructions "
-    "(docs/memclip.md).")
+    "per (domain, class) pair in domain-incremental benchmarks); Zero-shot, Joint (upper bound) and any "
+    "method without memory (CaSSLe) use none (–). Chosen: the hyperparameters chosen by validation A_T. GCL and "
+    "GDRO are reconstructions; the baselines run on the same CLIP image encoder (docs/memclip.md).")
 
 
 def method_name(method: str) -> str:
@@ -37,9 +37,16 @@ def method_name(method: str) -> str:
     return METHOD_NAMES.get(method, method)
 
 
-def memory_methods(methods: Sequence[str]) -> list[str]:
-    """``methods`` without the memory-independent ones (``REFERENCES``), order kept, once each."""
-    return [m for m in dict.fromkeys(methods) if m not in REFERENCES]
+def memory_methods(methods: Sequence[str], memoryless: Sequence[str] = ()) -> list[str]:
+    """``methods`` run at every memory size: without the references (``REFERENCES``) and the
+    other ``memoryless`` ones, order kept, once each."""
+    return [m for m in dict.fromkeys(methods) if m not in REFERENCES and m not in memoryless]
+
+
+def memoryless_methods(methods: Sequence[str], memoryless: Sequence[str] = ()) -> list[str]:
+    """The methods of ``methods`` that run once, without memory, and are not references (CaSSLe):
+    shown after the memory methods, their single run beside every memory size."""
+    return [m for m in dict.fromkeys(methods) if m in memoryless and m not in REFERENCES]
 
 
 def check_sizes(memory_sizes: Sequence[int], benchmark: str) -> list[int]:
@@ -53,13 +60,14 @@ def check_sizes(memory_sizes: Sequence[int], benchmark: str) -> list[int]:
 
 
 def final_scores(rows: pd.DataFrame, benchmark: str, methods: Sequence[str], memory_sizes: Sequence[int],
-                 references: Sequence[str] = REFERENCES) -> pd.DataFrame:
+                 references: Sequence[str] = REFERENCES, memoryless: Sequence[str] = ()) -> pd.DataFrame:
     """The final scores of ``benchmark``: one row per expected (method, memory), columns ``method``,
-    ``memory`` (Int64; NA for a reference), ``last``, ``avg``, ``forgetting`` (fractions) and
-    ``chosen`` (the chosen hyperparameters text, "" if none); ordered zero-shot, then the memory
-    methods of ``methods`` in that order with M ascending, joint last. Every method of ``methods``
-    at every size of ``memory_sizes``, and every one of ``references``, must have all three final
-    metrics: else a ValueError lists what is missing."""
+    ``memory`` (Int64; NA for a method without memory), ``last``, ``avg``, ``forgetting``
+    (fractions) and ``chosen`` (the chosen hyperparameters text, "" if none); ordered zero-shot,
+    then the memory methods of ``methods`` in that order with M ascending, then the other methods
+    of ``methods`` that are in ``memoryless`` (once each), joint last. Every method of ``methods``
+    at every size of ``memory_sizes`` (once if memoryless), and every one of ``references``, must
+    have all three final metrics: else a ValueError lists what is missing."""
     sizes = check_sizes(memory_sizes, benchmark)
     unknown = [r for r in references if r not in REFERENCES]
     if unknown:
@@ -69,7 +77,8 @@ def final_scores(rows: pd.DataFrame, benchmark: str, methods: Sequence[str], mem
     final = rows[(rows["study"] == STUDY) & (rows["scenario"] == benchmark)
                  & (rows["train_step"] == row_schema.FINAL_STEP) & (rows["task"] == "seen")]
     expected = ([(m, None) for m in REFERENCES[:1] if m in references]
-                + [(m, M) for m in memory_methods(methods) for M in sizes]
+                + [(m, M) for m in memory_methods(methods, memoryless) for M in sizes]
+                + [(m, None) for m in memoryless_methods(methods, memoryless)]
                 + [(m, None) for m in REFERENCES[1:] if m in references])
     out, missing = [], []
     for method, M in expected:
@@ -107,13 +116,13 @@ def caption(benchmark: str, scenario: str | None = None) -> str:
 
 
 def memclip_table(rows: pd.DataFrame, benchmark: str, methods: Sequence[str], memory_sizes: Sequence[int], *,
-                  scenario: str | None = None,
-                  references: Sequence[str] = REFERENCES) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+                  scenario: str | None = None, references: Sequence[str] = REFERENCES,
+                  memoryless: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """``benchmark``'s table: ``(raw, shown, caption)``. ``raw`` has one row per (method, memory)
     (``final_scores``'s order) and the columns ``Method`` (display name), ``Memory`` (M; NA for
     zero-shot and joint), ``Last``, ``Avg``, ``Forgetting`` (in %) and ``Chosen``; ``shown`` is it
     as text (scores with 2 decimals, a missing memory as "–")."""
-    scores = final_scores(rows, benchmark, methods, memory_sizes, references)
+    scores = final_scores(rows, benchmark, methods, memory_sizes, references, memoryless)
     raw = pd.DataFrame({"Method": scores["method"].map(method_name), "Memory": scores["memory"],
                         **{col: 100 * scores[k] for k, col in METRICS.items()}, "Chosen": scores["chosen"]})
     formats = {col: reporting.number_formatter("{:.2f}") for col in METRICS.values()}
@@ -132,16 +141,19 @@ def per_benchmark(value, benchmark: str, what: str):
 
 
 def write_memclip_tables(rows: pd.DataFrame, out_dir, benchmarks: Sequence[str] | Mapping[str, str],
-                         methods: Sequence[str], memory_sizes: Sequence[int] | Mapping[str, Sequence[int]], *,
-                         references: Sequence[str] = REFERENCES) -> list[Path]:
+                         methods: Sequence[str] | Mapping[str, Sequence[str]],
+                         memory_sizes: Sequence[int] | Mapping[str, Sequence[int]], *,
+                         references: Sequence[str] = REFERENCES, memoryless: Sequence[str] = ()) -> list[Path]:
     """Write ``<out_dir>/<benchmark>_table.{csv,md,tex,html}`` for each of ``benchmarks`` (names, or
     a mapping name -> scenario "class"/"domain" for the caption) through
-    ``reporting.tables.write_table``; ``memory_sizes`` is one list for all or a mapping per
-    benchmark. Returns the paths, benchmark by benchmark."""
+    ``reporting.tables.write_table``; ``methods`` and ``memory_sizes`` are one list for all or a
+    mapping per benchmark; ``memoryless``: the methods run once, without memory. Returns the
+    paths, benchmark by benchmark."""
     scenarios = benchmarks if isinstance(benchmarks, Mapping) else dict.fromkeys(benchmarks)
     paths = []
     for benchmark, scenario in scenarios.items():
         sizes = per_benchmark(memory_sizes, benchmark, "memory_sizes")
-        raw, shown, text = memclip_table(rows, benchmark, methods, sizes, scenario=scenario, references=references)
+        raw, shown, text = memclip_table(rows, benchmark, per_benchmark(methods, benchmark, "methods"), sizes,
+                                         scenario=scenario, references=references, memoryless=memoryless)
         paths += reporting.write_table(raw, Path(out_dir) / f"{benchmark}_table", text, shown=shown)
     return paths
