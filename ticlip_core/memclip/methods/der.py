@@ -3,7 +3,7 @@ from ticlip_core.memclip.methods.base import MemclipMethod, TaskBatch, TaskConte
 
 
 def aux_targets(targets, num_old: int):
-    """DER's auxiliary targets (Yan et al. 2021, Eq. 4; PyCIL's ``aux_targets``): 0 for every old
+    """DER's auxiliary-loss targets (Yan et al. 2021, Sec. 3; PyCIL's ``aux_targets``): 0 for every old
     class (local index ``< num_old``), ``1 + (index - num_old)`` for the new classes, so the
     auxiliary head's ``num_new + 1`` outputs are [old, new_1, ..., new_n]."""
     import torch
@@ -23,12 +23,12 @@ class DER(MemclipMethod):
     d); a linear head over every class seen so far sits on them, grown from the previous one
     (old classes keep their weights on the old features; PyCIL's ``update_fc``), and an
     auxiliary head on the new extractor's features alone has ``n_new + 1`` outputs, every old
-    class mapped to output 0 (``aux_targets``). Loss (Eq. 3 + Eq. 4): CE(head) +
+    class mapped to output 0 (``aux_targets``). Loss: CE(head) +
     ``aux_weight`` x CE(aux). At t = 0: one extractor, CE over the head. After a task with old
     classes, the new classes' head rows are weight-aligned (PyCIL calls ``weight_align`` after
     every incremental task). Test time: the head's scores over the classes seen so far.
 
-    Simplified: DER's channel-level masks and the pruning of the new extractor (Eq. 5-7, the
+    Simplified: DER's channel-level masks and the pruning of the new extractor (the
     sparsity loss) are left out, as PyCIL's DER leaves them out; the optimiser and its LR are
     the study's (AdamW at ``train.lr``, constant), not PyCIL's SGD with milestones. Only the
     image tower and the heads train; the text tower is unused (``uses_text = False``).
@@ -136,7 +136,8 @@ class DER(MemclipMethod):
         targets = local_targets(batch.labels, batch.seen)
         loss = F.cross_entropy(self._head(features), targets)
         if self._aux is not None:
-            loss = loss + self.options["aux_weight"] * F.cross_entropy(self._aux(new), aux_targets(targets, self.num_old))
+            aux = F.cross_entropy(self._aux(new), aux_targets(targets, self.num_old))
+            loss = loss + self.options["aux_weight"] * aux
         return loss
 
     def after_step(self, ctx: TaskContext) -> None:

@@ -4,9 +4,9 @@ from ticlip_core.memclip.methods.base import MemclipMethod, TaskBatch, TaskConte
 
 def effective_number_weights(counts, beta: float):
     """Per-class weights from the effective number of samples (Cui et al. CVPR 2019, as FOSTER's
-    Eq. 9 and PyCIL's ``per_cls_weights``): ``w_c = (1 - beta) / (1 - beta ** n_c)``, rescaled
-    to sum to the number of classes; a float tensor over ``counts``' classes. A class without
-    samples counts as one (the formula divides by zero there)."""
+    logit adjustment and PyCIL's ``per_cls_weights``): ``w_c = (1 - beta) / (1 - beta ** n_c)``,
+    rescaled to sum to the number of classes; a float tensor over ``counts``' classes. A class
+    without samples counts as one (the formula divides by zero there)."""
     import torch
 
     n = torch.tensor([max(int(c), 1) for c in counts], dtype=torch.float64)
@@ -23,7 +23,7 @@ def kd_loss(pred, soft, T: float):
 
 
 def bkd_loss(pred, soft, T: float, weights):
-    """Balanced KD (FOSTER Eq. 12, PyCIL's ``BKD``): ``kd_loss`` with the teacher's tempered
+    """Balanced KD (FOSTER's compression stage, PyCIL's ``BKD``): ``kd_loss`` with the teacher's tempered
     probabilities multiplied by the per-class ``weights`` and renormalised per sample."""
     import torch
 
@@ -43,8 +43,8 @@ class FOSTER(MemclipMethod):
     model's tower keeps its weights and trains beside it as the new one. A head over every
     class seen so far sits on [old, new] features (grown from the old head, whose weights stay
     in the top-left block; PyCIL's ``update_fc``), a head on the new features alone
-    (``fe_fc``), and the old head on the old features gives the old model's logits. Loss
-    (Eq. 10): CE(logits / per-class weights from the effective number with ``beta1``, the
+    (``fe_fc``), and the old head on the old features gives the old model's logits. Loss:
+    CE(logits / per-class weights from the effective number with ``beta1``, the
     logit adjustment) + ``lambda_fe`` x CE(new-features head) + ``lambda_okd`` x KD(head's
     old-class logits, old logits, ``T``). Compression (in ``after_step``): the boosted teacher
     (both extractors + head) is distilled into a student, one extractor initialised from the
@@ -214,7 +214,7 @@ class FOSTER(MemclipMethod):
     def loss(self, ctx: TaskContext, batch: TaskBatch):
         """t = 0: CE over the head. Boosting: logit-adjusted CE + ``lambda_fe`` x CE of the
         new-features head + ``lambda_okd`` x KD from the old model's logits on the old classes
-        (Eq. 10; PyCIL's ``_feature_boosting``)."""
+        (PyCIL's ``_feature_boosting``)."""
         import torch
         import torch.nn.functional as F
 
@@ -277,7 +277,8 @@ class FOSTER(MemclipMethod):
         visual.train()
         lr = self.options["compression_lr"] if self.options["compression_lr"] is not None else self._lr
         if lr is None:
-            raise ValueError("foster: no learning rate for compression (set compression_lr, or train through train_task)")
+            raise ValueError("foster: no learning rate for compression (set compression_lr, or train the task "
+                             "through train_task)")
         params = [p for p in visual.parameters() if p.requires_grad] + list(student_head.parameters())
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
         seed = derived_seed(ctx.data.seed, "foster", "compression")
