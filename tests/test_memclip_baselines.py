@@ -23,6 +23,16 @@ def _scenario(method: str) -> str:
     return "class" if not scenarios or "class" in scenarios else scenarios[0]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread, as a memclip job runs (``train.threads``): two test workers on two cores
+    would otherwise fight over four."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def benchmarks(tmp_path_factory):
     out = {}

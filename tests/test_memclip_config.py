@@ -22,6 +22,9 @@ BAD = {
     "domain": ("memclip:\n  benchmarks: {domain_il: {scenario: domain, domain_order: [photo, oil]}}\n",
                "['oil'] are not domains of the synthetic world"),
     "memory": ("memclip:\n  benchmarks: {class_il: {memory_sizes: [0, -5]}}\n", "-5 is less than the minimum of 0"),
+    "scenario pairing": ("memclip:\n  benchmarks: {class_il: {scenario: class, num_tasks: 10}, domain_il: {enabled: false}}"
+                         "\n  methods: [zero_shot, cassle]\n",
+                         "method 'cassle' supports only domain, not class"),
     "no benchmark": ("memclip:\n  benchmarks: {class_il: {enabled: false}, domain_il: {enabled: false}}\n",
                      "memclip.benchmarks: the study is enabled but names no enabled benchmark"),
 }
@@ -60,9 +63,12 @@ def test_bad_memclip_configs_fail_before_any_job_and_presets_dry_run(tmp_path):
         code, out = results[preset]
         assert code == 0, out[-3000:]
         jobs = _jobs(out)
-        # the memclip study alone: its data, memory plan, five method jobs and the tables; no TiC, no CL-CLIP
-        assert jobs == {"memclip_data": 1, "memclip_memory": 1, "memclip_run": 5, "memclip_tables": 1, "all": 1}, jobs
         cfg = yaml.safe_load((ROOT / "configs" / f"{preset}.yaml").read_text())
+        # the memclip study alone: its data, memory plan, a job per method and the tables; no TiC, no CL-CLIP
+        methods = cfg["memclip"]["methods"]
+        assert len(methods) == (10 if cfg["memclip"]["benchmarks"][benchmark]["scenario"] == "class" else 6)
+        assert jobs == {"memclip_data": 1, "memclip_memory": 1, "memclip_run": len(methods), "memclip_tables": 1,
+                        "all": 1}, jobs
         validate(cfg, str(SCHEMA))
         block = cfg["memclip"]["benchmarks"][benchmark]
         assert cfg["memclip"]["model"]["name"] == "ViT-B-16" and len(block["memory_sizes"]) == sizes

@@ -91,7 +91,11 @@ def test_der_freezes_old_extractors_grows_heads_and_concatenates(toy):
     assert len(der.extractors) == 1
     assert all(torch.equal(a, b) for a, b in zip(_params(der.extractors[0]), after_task0))
     assert not any(p.requires_grad for p in der.extractors[0].parameters())
-    trainable = {id(p) for p in der.trainable_parameters(ctx1)}
+    groups = der.trainable_parameters(ctx1)
+    trainable = {id(p) for g in groups for p in g["params"]}
+    # the encoder at the task's LR, the two heads (they start from scratch) at head_lr
+    assert "lr" not in groups[0] and groups[1]["lr"] == der.options["head_lr"]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for m in (der.head, der.aux_head) for p in m.parameters()}
     assert not trainable & {id(p) for p in der.extractors[0].parameters()}
     assert {id(p) for p in model.visual.parameters()} <= trainable
     assert concat_features(der.extractors, model.visual, x)[0].shape == (12, 2 * D)

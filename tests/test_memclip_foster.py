@@ -181,8 +181,8 @@ def test_foster_state_round_trip_and_compression_costs(toy):
 
 def test_the_student_starts_from_the_old_extractor_and_head_and_az_keeps_new_rows_off_old_features(toy):
     model, x, labels = toy
-    # compression at LR 0 leaves the student as it starts: the old extractor, the old head's rows
-    foster = get_method("foster", compression_epochs=1, compression_lr=0.0, oofc="az")
+    # compression at LR 0 (heads too) leaves the student as it starts: the old extractor, the old head's rows
+    foster = get_method("foster", compression_epochs=1, compression_lr=0.0, head_lr=0.0, oofc="az")
     data0 = ToyData(x, labels, task_rows=list(range(16)), memory_rows=[])
     _boost(foster, _ctx(model, 0, [0, 1], data0), steps=3)
     foster.after_step(_ctx(model, 0, [0, 1], data0))

@@ -1,7 +1,7 @@
 """The memclip study: what each method trains on, a chain's resume (GCL's estimators continue),
 a domain-incremental chain, the headline scores of a chain, job provenance, and a micro
-end-to-end run through Snakemake (the class-incremental benchmark, every method, two memory
-sizes including 0)."""
+end-to-end run through Snakemake (the class-incremental benchmark, the study's five methods and
+DER, a baseline with heads, at two memory sizes including 0)."""
 import json
 import subprocess
 import sys
@@ -28,7 +28,8 @@ MICRO = [ROOT / "configs/micro.yaml", ROOT / "tests/data/micro_memclip.yaml"]
 # ----- methods -----------------------------------------------------------------------------------
 
 def test_registry_and_what_each_method_trains_on():
-    assert available_methods() == ["finetune", "gcl", "gdro", "joint", "zero_shot"]
+    assert available_methods() == ["cassle", "co2l", "der", "ewc", "finetune", "foster", "gcl", "gdro", "icarl",
+                                   "joint", "zero_shot"]
     task_of_row = np.array([0, 0, 1, 1, 2, 2])
     memory = [0, 2]  # rows of tasks 0 and 1 held in memory while task 2 trains
     assert get_method("finetune").training_rows(2, task_of_row, memory) == [0, 2, 4, 5]
@@ -202,7 +203,8 @@ def test_micro_study_writes_every_table_figure_and_memory_audit(micro_run):
     sizes = {"class_il": [0, 4]}
     for bench, memory in sizes.items():
         table = pd.read_csv(micro_run / f"{bench}_table.csv")
-        expected = [("zero_shot", None)] + [(m, s) for m in ("finetune", "gcl", "gdro") for s in memory] + [("joint", None)]
+        expected = ([("zero_shot", None)] + [(m, s) for m in ("finetune", "gcl", "gdro", "der") for s in memory]
+                    + [("joint", None)])
         assert len(table) == len(expected)
         assert table[["Last", "Avg", "Forgetting"]].notna().all().all()
         assert ((table["Last"] >= 0) & (table["Last"] <= 100)).all()
@@ -223,14 +225,14 @@ def test_micro_study_writes_every_table_figure_and_memory_audit(micro_run):
 
 
 def test_a_config_edit_reruns_exactly_the_jobs_it_affects(micro_run, tmp_path):
-    """After the micro run: a training edit reruns the four trained methods of each benchmark
-    (not zero-shot, the data or the memory); a GCL option only GCL's jobs; a new memory size of
-    one benchmark its memory plan and its three replaying methods."""
+    """After the micro run: a training edit reruns the five trained methods (DER included; not
+    zero-shot, the data or the memory); a GCL option only GCL's jobs; a new memory size its memory
+    plan and its four replaying methods."""
     planned = planned_jobs(_command(micro_run.parents[1]), {
         "lr": {"memclip": {"train": {"lr": 0.0005}}},
         "tau": {"memclip": {"method_options": {"gcl": {"tau": 0.2}}}},
         "memory": {"memclip": {"benchmarks": {"class_il": {"memory_sizes": [0, 8]}}}},
     }, tmp_path)
-    assert planned["lr"] == {"memclip_run": 4, "memclip_tables": 1}
+    assert planned["lr"] == {"memclip_run": 5, "memclip_tables": 1}
     assert planned["tau"] == {"memclip_run": 1, "memclip_tables": 1}
-    assert planned["memory"] == {"memclip_memory": 1, "memclip_run": 3, "memclip_tables": 1}
+    assert planned["memory"] == {"memclip_memory": 1, "memclip_run": 4, "memclip_tables": 1}

@@ -139,6 +139,16 @@ def local_targets(labels, seen):
     return labels.new_tensor([local[int(y)] for y in labels.tolist()])
 
 
+def head_groups(backbone: list, heads: list, head_lr: float | None) -> list[dict]:
+    """Optimiser parameter groups: ``backbone`` at the optimiser's LR, ``heads`` at ``head_lr``
+    (None: the optimiser's too). Heads trained from scratch on a pretrained encoder need a larger
+    LR than the encoder's fine-tuning LR (the baselines' ``head_lr``)."""
+    groups = [{"params": list(backbone)}]
+    if heads:
+        groups.append({"params": list(heads), **({"lr": head_lr} if head_lr is not None else {})})
+    return groups
+
+
 def frozen_copy(module):
     """A deep copy of ``module`` in eval mode with gradients off (a previous model, an old
     feature extractor)."""

@@ -1,5 +1,6 @@
 from ticlip_core.memclip.methods import register
-from ticlip_core.memclip.methods.base import MemclipMethod, TaskBatch, TaskContext, frozen_copy, local_targets
+from ticlip_core.memclip.methods.base import (MemclipMethod, TaskBatch, TaskContext, frozen_copy, head_groups,
+                                              local_targets)
 
 
 def aux_targets(targets, num_old: int):
@@ -34,14 +35,16 @@ class DER(MemclipMethod):
     image tower and the heads train; the text tower is unused (``uses_text = False``).
 
     Options (PyCIL ``models/der.py``): ``aux_weight`` 1.0 (the loss is ``loss_clf + loss_aux``),
-    ``weight_align`` True (``self._network.weight_align(...)`` after each incremental task).
+    ``weight_align`` True (``self._network.weight_align(...)`` after each incremental task);
+    ``head_lr`` 0.01, this project's: the heads' LR (the heads start from scratch; at the
+    encoder's fine-tuning LR they barely move in a task's few iterations).
     """
 
     name = "der"
     scenarios = ("class",)
     uses_memory = True
     uses_text = False
-    defaults = {"aux_weight": 1.0, "weight_align": True}
+    defaults = {"aux_weight": 1.0, "weight_align": True, "head_lr": 0.01}
 
     def __init__(self, **options):
         super().__init__(**options)
@@ -116,12 +119,11 @@ class DER(MemclipMethod):
         self._task, self._done = ctx.t, False
 
     def trainable_parameters(self, ctx: TaskContext) -> list:
-        """The image tower's parameters (the new extractor) and the two heads'."""
-        params = [p for p in ctx.model.visual.parameters() if p.requires_grad]
-        params += list(self._head.parameters())
-        if self._aux is not None:
-            params += list(self._aux.parameters())
-        return params
+        """The image tower's parameters (the new extractor) at the task's LR and the two heads' at
+        ``head_lr``."""
+        heads = list(self._head.parameters()) + (list(self._aux.parameters()) if self._aux is not None else [])
+        return head_groups([p for p in ctx.model.visual.parameters() if p.requires_grad], heads,
+                           self.options["head_lr"])
 
     def loss(self, ctx: TaskContext, batch: TaskBatch):
         """CE of the head over the concatenated features plus ``aux_weight`` x CE of the

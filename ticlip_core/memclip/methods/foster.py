@@ -1,5 +1,6 @@
 from ticlip_core.memclip.methods import register
-from ticlip_core.memclip.methods.base import MemclipMethod, TaskBatch, TaskContext, frozen_copy, local_targets
+from ticlip_core.memclip.methods.base import (MemclipMethod, TaskBatch, TaskContext, frozen_copy, head_groups,
+                                              local_targets)
 
 
 def effective_number_weights(counts, beta: float):
@@ -66,7 +67,8 @@ class FOSTER(MemclipMethod):
     / ``is_student_wa`` False, ``wa_value`` 1, ``compression_epochs`` 2 (PyCIL: 130 against 170
     boosting epochs; here a task trains 2 epochs, and 2 compression epochs over cached teacher
     logits keep FOSTER near 2.7x fine-tuning's MACs), ``compression_lr`` None (the task's LR, as
-    PyCIL's ``lr``).
+    PyCIL's ``lr``); ``head_lr`` 0.01, this project's: the heads' LR in both stages (they start
+    from scratch; at the encoder's fine-tuning LR they barely move in a task's few iterations).
     """
 
     name = "foster"
@@ -75,7 +77,7 @@ class FOSTER(MemclipMethod):
     uses_text = False
     defaults = {"beta1": 0.96, "beta2": 0.97, "T": 2.0, "lambda_okd": 1.0, "lambda_fe": 1.0, "oofc": "ft",
                 "is_teacher_wa": False, "is_student_wa": False, "wa_value": 1.0, "compression_epochs": 2,
-                "compression_lr": None}
+                "compression_lr": None, "head_lr": 0.01}
 
     def __init__(self, **options):
         super().__init__(**options)
@@ -206,10 +208,9 @@ class FOSTER(MemclipMethod):
     def trainable_parameters(self, ctx: TaskContext) -> list:
         """The image tower's parameters (the new extractor), the head's and the new-features
         head's."""
-        params = [p for p in ctx.model.visual.parameters() if p.requires_grad] + list(self._head.parameters())
-        if self._fe_head is not None:
-            params += list(self._fe_head.parameters())
-        return params
+        heads = list(self._head.parameters()) + (list(self._fe_head.parameters()) if self._fe_head is not None else [])
+        return head_groups([p for p in ctx.model.visual.parameters() if p.requires_grad], heads,
+                           self.options["head_lr"])
 
     def loss(self, ctx: TaskContext, batch: TaskBatch):
         """t = 0: CE over the head. Boosting: logit-adjusted CE + ``lambda_fe`` x CE of the
@@ -279,7 +280,8 @@ class FOSTER(MemclipMethod):
         if lr is None:
             raise ValueError("foster: no learning rate for compression (set compression_lr, or train the task "
                              "through train_task)")
-        params = [p for p in visual.parameters() if p.requires_grad] + list(student_head.parameters())
+        params = head_groups([p for p in visual.parameters() if p.requires_grad], student_head.parameters(),
+                             self.options["head_lr"])
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
         seed = derived_seed(ctx.data.seed, "foster", "compression")
         for batch_rows, x, _ in ctx.data.batches(rows, epochs=int(self.options["compression_epochs"]), seed=seed):
