@@ -9,7 +9,8 @@ from torch import nn
 
 from ticlip_core.memclip.methods import get_method
 from ticlip_core.memclip.methods.base import TaskBatch, TaskContext
-from ticlip_core.memclip.methods.foster import bkd_loss, effective_number_weights, kd_loss
+from ticlip_core.losses import kd_loss
+from ticlip_core.memclip.methods.foster import bkd_loss, effective_number_weights
 
 D, IN = 3, 4
 

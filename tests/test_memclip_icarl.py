@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from ticlip_core.memclip.methods import get_method
-from ticlip_core.memclip.methods.icarl import class_mean, herding, kd_loss, nme_scores, update_exemplars
+from ticlip_core.losses import kd_loss
+from ticlip_core.memclip.methods.icarl import class_mean, herding, nme_scores, update_exemplars
 
 
 def test_herding_keeps_the_running_mean_closest_to_the_class_mean():

@@ -1,5 +1,6 @@
 """Distillation terms the methods of every study add to their study's loss (one KL, used by
-TiC's similarity-matrix LwF and CL-CLIP's LwF family)."""
+TiC's similarity-matrix LwF and CL-CLIP's LwF family; PyCIL's tempered KD, used by memclip's
+iCaRL and FOSTER)."""
 from __future__ import annotations
 
 import torch
@@ -34,3 +35,11 @@ def kl_distillation(student_logits, teacher_logits):
     return F.kl_div(F.log_softmax(student_logits.float(), dim=-1),
                     F.log_softmax(teacher_logits.detach().float(), dim=-1),
                     log_target=True, reduction="batchmean")
+
+
+def kd_loss(pred, soft, T: float):
+    """PyCIL's ``_KD_loss`` (Hinton et al.'s distillation without the T^2 factor): the
+    cross-entropy ``-sum_c softmax(soft / T)_c log_softmax(pred / T)_c``, summed over classes and
+    averaged over the batch; ``soft`` are the old model's logits ``(B, K)``, ``pred`` the new
+    model's on the same K classes."""
+    return -(torch.softmax(soft / T, dim=1) * torch.log_softmax(pred / T, dim=1)).sum() / pred.shape[0]

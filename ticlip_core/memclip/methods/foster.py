@@ -15,16 +15,8 @@ def effective_number_weights(counts, beta: float):
     return (w / w.sum() * len(n)).float()
 
 
-def kd_loss(pred, soft, T: float):
-    """PyCIL's ``_KD_loss``: the cross-entropy of ``softmax(soft / T)`` against
-    ``log_softmax(pred / T)``, summed over classes, averaged over the batch (no T^2 factor)."""
-    import torch
-
-    return -(torch.softmax(soft / T, dim=1) * torch.log_softmax(pred / T, dim=1)).sum() / pred.shape[0]
-
-
 def bkd_loss(pred, soft, T: float, weights):
-    """Balanced KD (FOSTER's compression stage, PyCIL's ``BKD``): ``kd_loss`` with the teacher's tempered
+    """Balanced KD (FOSTER's compression stage, PyCIL's ``BKD``): ``losses.kd_loss`` with the teacher's tempered
     probabilities multiplied by the per-class ``weights`` and renormalised per sample."""
     import torch
 
@@ -218,6 +210,8 @@ class FOSTER(MemclipMethod):
         (PyCIL's ``_feature_boosting``)."""
         import torch
         import torch.nn.functional as F
+
+        from ticlip_core.losses import kd_loss
 
         x, visual = batch.images, ctx.model.visual
         targets = local_targets(batch.labels, batch.seen)

@@ -69,19 +69,10 @@ def nme_scores(features, means):
     return F.normalize(features, dim=-1) @ F.normalize(means, dim=-1).T
 
 
-def kd_loss(pred, soft, T: float):
-    """PyCIL's ``_KD_loss``: ``-sum(softmax(soft / T) * log_softmax(pred / T)) / B``, the
-    cross-entropy of the new logits ``pred`` ``(B, K)`` to the old model's softened ``soft``
-    ``(B, K)`` over the old classes, summed over classes and averaged over the batch (no T^2)."""
-    import torch
-
-    return -(torch.softmax(soft / T, dim=1) * torch.log_softmax(pred / T, dim=1)).sum() / pred.shape[0]
-
-
 @register
 class ICaRL(MemclipMethod):
     """iCaRL: cross-entropy over the label-text logits of the classes seen so far plus
-    ``kd_loss`` (temperature ``T``) between the old classes' label-text logits of the model and
+    ``losses.kd_loss`` (temperature ``T``) between the old classes' label-text logits of the model and
     of the frozen model of the previous task (PyCIL's iCaRL: ``loss_clf + loss_kd``), on the
     task's rows plus its own exemplars; nearest-mean-of-exemplars classification.
 
@@ -138,8 +129,10 @@ class ICaRL(MemclipMethod):
 
     def loss(self, ctx: TaskContext, batch):
         """Fine-tuning's cross-entropy over the seen classes plus, from the second task on, the
-        distillation of the old classes' logits (``kd_loss``)."""
+        distillation of the old classes' logits (``losses.kd_loss``)."""
         import torch
+
+        from ticlip_core.losses import kd_loss
 
         ce = super().loss(ctx, batch)
         if self._old is None:
