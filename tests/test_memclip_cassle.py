@@ -14,6 +14,8 @@ from ticlip_core.memclip.methods import get_method
 from ticlip_core.memclip.methods.base import TaskBatch, TaskContext
 from ticlip_core.memclip.supcon import contrastive_distill_loss, supcon_loss
 
+from memclip_toys import Model
+
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -69,23 +71,6 @@ def test_the_previous_projection_gets_no_gradient_and_the_predictor_does():
 
 
 # -- the method on a stand-in image tower ------------------------------------------------------
-class Tower(nn.Module):
-    output_dim = 4
-
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(3 * 8 * 8, 4)
-
-    def forward(self, x):
-        return self.fc(x.flatten(1))
-
-
-class Model(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.visual = Tower()
-
-
 class Data:
     """A stand-in for TaskData: the domain's rows 0-3 (classes 0, 1); rows 4-5 (another domain's)
     must not reach the probe."""

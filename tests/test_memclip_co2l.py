@@ -10,11 +10,13 @@ from math import exp, log
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from ticlip_core.memclip.methods import get_method
 from ticlip_core.memclip.methods.base import TaskBatch, TaskContext
 from ticlip_core.memclip.supcon import ird_loss, random_resized_crop_flip, supcon_loss, train_linear_probe
+
+from memclip_toys import Model
+
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -155,23 +157,6 @@ def test_the_probe_weights_classes_and_acts_on_raw_features():
 
 
 # -- the method on a stand-in image tower ------------------------------------------------------
-class Tower(nn.Module):
-    output_dim = 4
-
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(3 * 8 * 8, 4)
-
-    def forward(self, x):
-        return self.fc(x.flatten(1))
-
-
-class Model(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.visual = Tower()
-
-
 class Data:
     """A stand-in for TaskData: rows 0-3 are the task's (classes 5, 2), rows 4-5 the memory
     (class 7, an old task's; none at task 0)."""

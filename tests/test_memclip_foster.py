@@ -5,35 +5,13 @@ outputs match the boosted teacher's (the student is linear like the teacher, so 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from ticlip_core.memclip.methods import get_method
 from ticlip_core.memclip.methods.base import TaskBatch, TaskContext
 from ticlip_core.losses import kd_loss
 from ticlip_core.memclip.methods.foster import bkd_loss, effective_number_weights
 
-D, IN = 3, 4
-
-
-class Extractor(nn.Module):
-    """A linear "image tower": 4-d inputs to d = 3 features (``output_dim`` as open_clip's)."""
-
-    output_dim = D
-
-    def __init__(self):
-        super().__init__()
-        self.proj = nn.Linear(IN, D)
-
-    def forward(self, x):
-        return self.proj(x)
-
-
-class Toy(nn.Module):
-    """A "CLIP" with only the image tower the methods use."""
-
-    def __init__(self):
-        super().__init__()
-        self.visual = Extractor()
+from memclip_toys import D, IN, Toy
 
 
 class ToyData:

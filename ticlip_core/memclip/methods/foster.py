@@ -1,6 +1,8 @@
+from ticlip_core.memclip.expansion import (ExpandingHeadMethod, class_counts, expand_linear, feature_dim,
+                                           frozen_from_state, linear_from_state, linear_state, load_linear_,
+                                           module_device, module_state, new_linear, train_rows, weight_align_)
 from ticlip_core.memclip.methods import register
-from ticlip_core.memclip.methods.base import (MemclipMethod, TaskBatch, TaskContext, frozen_copy, head_groups,
-                                              local_targets)
+from ticlip_core.memclip.methods.base import TaskBatch, TaskContext, frozen_copy, head_groups, local_targets
 
 
 def effective_number_weights(counts, beta: float):
@@ -26,7 +28,7 @@ def bkd_loss(pred, soft, T: float, weights):
 
 
 @register
-class FOSTER(MemclipMethod):
+class FOSTER(ExpandingHeadMethod):
     """FOSTER (Wang et al., ECCV 2022, "Feature Boosting and Compression"), after PyCIL's
     ``models/foster.py``, ``FOSTERNet`` and ``exps/foster.json``, on the CLIP image tower, task's
     data plus the memory.
@@ -66,7 +68,6 @@ class FOSTER(MemclipMethod):
     name = "foster"
     scenarios = ("class",)
     uses_memory = True
-    uses_text = False
     defaults = {"beta1": 0.96, "beta2": 0.97, "T": 2.0, "lambda_okd": 1.0, "lambda_fe": 1.0, "oofc": "ft",
                 "is_teacher_wa": False, "is_student_wa": False, "wa_value": 1.0, "compression_epochs": 2,
                 "compression_lr": None, "head_lr": 0.01}
@@ -78,25 +79,16 @@ class FOSTER(MemclipMethod):
         if int(self.options["compression_epochs"]) < 1:
             raise ValueError("foster: compression_epochs must be at least 1 (the student is the next task's model)")
         self._lr = None
-        self._reset()
-        self._pending: dict | None = None
 
     def _reset(self) -> None:
-        self._head = None               # t = 0 / after compression: d -> seen; boosting: 2d -> seen
+        # the head: d -> seen at t = 0 and after compression; 2d -> seen while boosting
+        super()._reset()
         self._old = None                # the frozen old extractor (boosting only)
         self._old_head = None           # the frozen old head, d -> old classes (boosting only)
         self._fe_head = None            # new features -> seen classes (boosting only)
         self._per_cls = None            # beta1 weights (boosting only)
-        self._task_sizes: list[int] = []
-        self._task: int | None = None
-        self._done = True
 
     # -- the modules --------------------------------------------------------------------------
-    @property
-    def head(self):
-        """The head over the current features and every class seen so far."""
-        return self._head
-
     @property
     def old_extractor(self):
         """The frozen old extractor while boosting (None otherwise)."""
@@ -117,32 +109,64 @@ class FOSTER(MemclipMethod):
         """The logit-adjustment weights (``beta1``) of the classes seen so far while boosting."""
         return self._per_cls
 
-    @property
-    def num_old(self) -> int:
-        """Classes seen before the task the modules are built for."""
-        return sum(self._task_sizes[:-1])
-
-    def _restore(self, ctx: TaskContext, state: dict) -> None:
-        from ticlip_core.memclip.expansion import frozen_from_state, linear_from_state, module_device
+    def _grow(self, ctx: TaskContext, num_old: int, num_new: int) -> None:
+        """t = 0: a head on the extractor. t >= 1 (boosting): freeze the extractor and head as
+        the old ones, grow the head onto [old, new] features, make the new-features head and the
+        ``beta1`` per-class weights of the task's training rows."""
+        import torch
 
         visual = ctx.model.visual
-        device = module_device(visual)
-        self._head = linear_from_state(state["head"], device)
+        device, d = module_device(visual), feature_dim(visual)
+        seen = len(ctx.seen_classes)
+        if self._head is None:
+            self._head = new_linear(d, seen, device)
+        else:
+            self._old = frozen_copy(visual)
+            self._old_head = frozen_copy(self._head)
+            self._head = expand_linear(self._old_head, 2 * d, seen, device)
+            if self.options["oofc"] == "az":
+                with torch.no_grad():
+                    self._head.weight[num_old:, :d] = 0
+            self._fe_head = new_linear(d, seen, device)
+            counts = class_counts(ctx.data.labels, train_rows(ctx), ctx.seen_classes)
+            self._per_cls = effective_number_weights(counts, self.options["beta1"]).to(device)
+
+    def _extra_heads(self) -> list:
+        """The new-features head (while boosting)."""
+        return [self._fe_head]
+
+    def _frozen_extractors(self) -> list:
+        """The old extractor while boosting, else none."""
+        return [self._old] if self._old is not None else []
+
+    def _modules_state(self) -> dict:
+        """The old extractor's state dict, the old and new-features heads' weights (while
+        boosting) and the logit-adjustment weights."""
+        return {"old": module_state(self._old) if self._old is not None else None,
+                "old_head": linear_state(self._old_head), "fe_head": linear_state(self._fe_head),
+                "per_cls_weights": self._per_cls.detach().cpu().clone() if self._per_cls is not None else None}
+
+    def _restore_modules(self, visual, state: dict, device) -> None:
+        """The old extractor (a copy of ``visual`` with the saved weights), the frozen old head,
+        the new-features head and the logit-adjustment weights, where saved."""
         self._old = frozen_from_state(visual, state["old"]) if state.get("old") is not None else None
         self._old_head = linear_from_state(state.get("old_head"), device, trainable=False)
         self._fe_head = linear_from_state(state.get("fe_head"), device)
         per_cls = state.get("per_cls_weights")
         self._per_cls = per_cls.to(device) if per_cls is not None else None
-        self._task_sizes = [int(n) for n in state["task_sizes"]]
-        self._task, self._done = int(state["task"]), bool(state["done"])
-        self._arm_oofc()
 
-    def _ensure_built(self, ctx: TaskContext) -> None:
-        if self._pending is not None:
-            self._restore(ctx, self._pending)
-            self._pending = None
+    def _modules_match(self, state: dict) -> bool:
+        """Both boosting (an old extractor saved and built) or neither."""
+        return (state.get("old") is None) == (self._old is None)
 
-    def _arm_oofc(self) -> None:
+    def _load_modules_(self, state: dict) -> None:
+        """While boosting: the old extractor's weights and the old and new-features heads', in place."""
+        if self._old is not None:
+            self._old.load_state_dict(state["old"])
+            load_linear_(self._old_head, state["old_head"])
+            load_linear_(self._fe_head, state["fe_head"])
+
+    def _modules_ready(self) -> None:
         """oofc "az": keep the new classes' weights on the old features at zero (their gradient
         is masked; PyCIL zeroes ``p.grad`` there before each step)."""
         if self.options["oofc"] != "az" or self._old is None or self._done:
@@ -162,47 +186,6 @@ class FOSTER(MemclipMethod):
         """The task's LR, unchanged (kept as the compression's LR unless ``compression_lr``)."""
         self._lr = lr
         return lr
-
-    def before_step(self, ctx: TaskContext) -> None:
-        """t = 0: a head on the extractor. t >= 1 (boosting): freeze the extractor and head as
-        the old ones, grow the head onto [old, new] features, make the new-features head and the
-        ``beta1`` per-class weights of the task's training rows."""
-        import torch
-
-        from ticlip_core.memclip.expansion import (class_counts, expand_linear, feature_dim, module_device,
-                                                   new_linear, train_rows)
-
-        self._ensure_built(ctx)
-        if self._task == ctx.t and not self._done:
-            return  # resumed inside this task: the modules are this task's already
-        visual = ctx.model.visual
-        device, d = module_device(visual), feature_dim(visual)
-        seen = len(ctx.seen_classes)
-        num_old = sum(self._task_sizes)
-        if seen <= num_old:
-            raise ValueError(f"foster, task {ctx.t}: no new classes ({seen} seen, {num_old} before)")
-        if self._head is None:
-            self._head = new_linear(d, seen, device)
-        else:
-            self._old = frozen_copy(visual)
-            self._old_head = frozen_copy(self._head)
-            self._head = expand_linear(self._old_head, 2 * d, seen, device)
-            if self.options["oofc"] == "az":
-                with torch.no_grad():
-                    self._head.weight[num_old:, :d] = 0
-            self._fe_head = new_linear(d, seen, device)
-            counts = class_counts(ctx.data.labels, train_rows(ctx), ctx.seen_classes)
-            self._per_cls = effective_number_weights(counts, self.options["beta1"]).to(device)
-        self._task_sizes.append(seen - num_old)
-        self._task, self._done = ctx.t, False
-        self._arm_oofc()
-
-    def trainable_parameters(self, ctx: TaskContext) -> list:
-        """The image tower's parameters (the new extractor), the head's and the new-features
-        head's."""
-        heads = list(self._head.parameters()) + (list(self._fe_head.parameters()) if self._fe_head is not None else [])
-        return head_groups([p for p in ctx.model.visual.parameters() if p.requires_grad], heads,
-                           self.options["head_lr"])
 
     def loss(self, ctx: TaskContext, batch: TaskBatch):
         """t = 0: CE over the head. Boosting: logit-adjusted CE + ``lambda_fe`` x CE of the
@@ -231,8 +214,6 @@ class FOSTER(MemclipMethod):
     def after_step(self, ctx: TaskContext) -> None:
         """t >= 1: weight-align the teacher (``is_teacher_wa``), then compress it into the
         student (``compress``); the student is the next task's single extractor and head."""
-        from ticlip_core.memclip.expansion import weight_align_
-
         if self._old is not None:
             if self.options["is_teacher_wa"]:
                 weight_align_(self._head, self.num_old, self._task_sizes[-1], self.options["wa_value"])
@@ -249,7 +230,6 @@ class FOSTER(MemclipMethod):
 
         from ticlip_core.engine.compute import TRAIN_FORWARD_MULTIPLIER
         from ticlip_core.engine.seeds import derived_seed
-        from ticlip_core.memclip.expansion import class_counts, expand_linear, module_device, train_rows, weight_align_
 
         visual = ctx.model.visual
         device = module_device(visual)
@@ -290,50 +270,3 @@ class FOSTER(MemclipMethod):
             weight_align_(student_head, self.num_old, self._task_sizes[-1], self.options["wa_value"])
         self._head = student_head
         self._old = self._old_head = self._fe_head = self._per_cls = None
-
-    def scorer(self, ctx: TaskContext):
-        """The head's scores over ``ctx.seen_classes`` (after compression: the student's; the
-        boosted teacher's if called between boosting and compression)."""
-        self._ensure_built(ctx)
-        old, head, visual = self._old, self._head, ctx.model.visual
-
-        def score(x):
-            import torch
-
-            features = visual(x) if old is None else torch.cat([old(x), visual(x)], dim=1)
-            return head(features)
-
-        return score
-
-    # -- state --------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        """The heads' weights, the old extractor's (while boosting), the logit-adjustment
-        weights, the classes per task, the task the modules are for and whether it finished
-        (CPU tensors and plain values)."""
-        from ticlip_core.memclip.expansion import linear_state, module_state
-
-        if self._head is None:
-            return dict(self._pending or {})
-        return {"task": self._task, "done": self._done, "task_sizes": list(self._task_sizes),
-                "head": linear_state(self._head), "old": module_state(self._old) if self._old is not None else None,
-                "old_head": linear_state(self._old_head), "fe_head": linear_state(self._fe_head),
-                "per_cls_weights": self._per_cls.detach().cpu().clone() if self._per_cls is not None else None}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Keep ``state`` until the next ``before_step`` rebuilds the modules; a state of the task
-        being trained (the loop's mid-task resume) is copied into the built modules in place."""
-        from ticlip_core.memclip.expansion import load_linear_
-
-        if not state:
-            return
-        same_task = (self._head is not None and not self._done and not state["done"]
-                     and int(state["task"]) == self._task and (state.get("old") is None) == (self._old is None))
-        if same_task:
-            load_linear_(self._head, state["head"])
-            if self._old is not None:
-                self._old.load_state_dict(state["old"])
-                load_linear_(self._old_head, state["old_head"])
-                load_linear_(self._fe_head, state["fe_head"])
-            return
-        self._reset()
-        self._pending = dict(state)
