@@ -96,6 +96,18 @@ def planned_jobs(command: list[str], overlays: dict[str, dict], tmp_path: Path) 
     return planned
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread during the test, as a memclip job runs (``train.threads`` 1): tiny tensors
+    gain nothing from two, and two test workers on two cores would otherwise fight over four."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
     """Shards of a 3-year world and their per-step splits (the micro config's steps)."""

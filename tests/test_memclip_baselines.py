@@ -1,7 +1,8 @@
 """Every memclip baseline (EWC, iCaRL, DER, Co2L, FOSTER, CaSSLe) on the study's runner: a chain of
 two tasks on a tiny benchmark of its scenario gives finite scores for every task seen so far, and
 a chain killed while training task 1 and resumed from the chain store ends with exactly the scores
-of the uninterrupted chain (so whatever a method carries across tasks is in its state). Each
+of the uninterrupted chain (so whatever a method carries across tasks is in its state), whatever
+the state of torch's global generator when each run starts (a new process seeds it at random). Each
 method's defining mechanism has its own test file (tests/test_memclip_<method>.py)."""
 import math
 
@@ -16,21 +17,12 @@ from ticlip_core.memclip.synthetic_benchmark import build_synthetic_benchmark
 
 STUDY_METHODS = {"zero_shot", "finetune", "joint", "gcl", "gdro"}
 BASELINES = sorted(set(available_methods()) - STUDY_METHODS)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _scenario(method: str) -> str:
     scenarios = get_method(method).scenarios
     return "class" if not scenarios or "class" in scenarios else scenarios[0]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread, as a memclip job runs (``train.threads``): two test workers on two cores
-    would otherwise fight over four."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +76,7 @@ def test_a_killed_chain_resumes_to_the_scores_of_an_uninterrupted_one(method, be
         return real_train(ctx, method_obj, *args, **kwargs)
 
     monkeypatch.setattr(study, "train_task", dies_at_task_1)
-    torch.manual_seed(0)
+    torch.manual_seed(1)  # a new process's generator state: the chain seeds its own draws
     with pytest.raises(KeyboardInterrupt):
         study.run_chain(_cfg(), data, store=store, **kw)
     monkeypatch.setattr(study, "train_task", real_train)

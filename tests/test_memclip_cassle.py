@@ -17,13 +17,7 @@ from ticlip_core.memclip.supcon import contrastive_distill_loss, supcon_loss
 from memclip_toys import Model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids the cost of synchronising two on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # predictor outputs p and previous projections z (unit rows); temperature 0.5, so a logit is 2 s

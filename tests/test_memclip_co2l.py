@@ -18,13 +18,7 @@ from ticlip_core.memclip.supcon import ird_loss, random_resized_crop_flip, supco
 from memclip_toys import Model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids the cost of synchronising two on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # Four unit vectors: anchors 0, 1 (class 0, the current task's) lie in the xy-plane; rows 2, 3 are

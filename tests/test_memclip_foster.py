@@ -14,6 +14,9 @@ from ticlip_core.memclip.methods.foster import bkd_loss, effective_number_weight
 from memclip_toys import D, IN, Toy
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 class ToyData:
     """``TaskData``'s interface over hand-made inputs: rows index ``x``."""
 

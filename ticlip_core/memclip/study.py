@@ -72,6 +72,9 @@ def run_chain(cfg: dict, data: dict, *, method_name: str, memory: list[list[int]
     model, tokenizer = load_start_model(mcfg["model"], base_checkpoint, device, cfg["seed"])
     tasks, path, key, saved = [], None, None, None
     variant = row_schema.text(memory_size)
+    # a method's own draws (heads, augmentations) come from the global generator, which a new
+    # process seeds at random: seed it per chain, so a job's results do not depend on the process
+    torch.manual_seed(derived_seed(cfg["seed"], "memclip", bench.name, method_name, variant, index))
     if store is not None:
         path, key = store.chain_key(setting=bench.name, label=method_name, variant=variant, index=index,
                                     options={**options, "lr": lr, "epochs": epochs})
