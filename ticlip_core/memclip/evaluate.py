@@ -22,15 +22,10 @@ TASK_ACC = "acc_task"
 def encode_rows(model, images, rows: list[int], device, batch_size: int, workers: int = 0) -> torch.Tensor:
     """L2-normalised image features ``(len(rows), D)``, on the CPU, of the ``rows`` of a split
     (``images``: its ``SplitImages``), ``batch_size`` at a time, decoded in ``workers`` processes."""
-    pixels = PixelSpec.of(model)
-    batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
-    loader = torch.utils.data.DataLoader(images, batch_sampler=batches, num_workers=workers)
-    feats = []
-    model.eval()
-    with torch.no_grad():
-        for uint8 in loader:
-            feats.append(F.normalize(model.encode_image(pixels.normalise(uint8).to(device)), dim=-1).float().cpu())
-    return torch.cat(feats) if feats else torch.zeros(0, 1)
+    if not rows:
+        return torch.zeros(0, 1)
+    return score_rows(lambda x: F.normalize(model.encode_image(x), dim=-1), model, images, rows, device, batch_size,
+                      workers)
 
 
 def evaluate_seen(model, tokenizer, images, table, *, t: int, seen_classes: list[int], classnames: list[str],
