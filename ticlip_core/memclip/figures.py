@@ -18,6 +18,8 @@ REFERENCE_STYLE = {"zero_shot": dict(color="black", ls=":"), "joint": dict(color
 _PALETTE = [f"C{i}" for i in range(10)]
 
 
+#: beside the panel, so that no line is hidden behind it (a dozen methods fill a panel)
+LEGEND = dict(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
 #: a method without memory (not a reference) is drawn dash-dotted in its colour
 MEMORYLESS_STYLE = dict(ls="-.", lw=1.5)
 
@@ -50,7 +52,7 @@ def figure1(rows: pd.DataFrame, benchmarks: Sequence[str] | Mapping[str, str],
     if not scenarios:
         raise ValueError("figure1: no benchmarks given")
     everyone = _all_methods(methods, scenarios)
-    fig, axes = figures.new_figure(4.6 * len(scenarios), 3.8, ncols=len(scenarios))
+    fig, axes = figures.new_figure(6.2 * len(scenarios), 3.8, ncols=len(scenarios))
     for ax, (benchmark, scenario) in zip(axes, scenarios.items()):
         sizes = tables.check_sizes(tables.per_benchmark(memory_sizes_by_benchmark, benchmark, "memory sizes"),
                                    benchmark)
@@ -71,7 +73,7 @@ def figure1(rows: pd.DataFrame, benchmarks: Sequence[str] | Mapping[str, str],
         ax.set_ylabel("Last (%)")
         ax.set_title(tables.benchmark_title(benchmark, scenario))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(**LEGEND)
     return figures.save(fig, path)
 
 
@@ -116,7 +118,7 @@ def accuracy_curves(rows: pd.DataFrame, benchmark: str, methods: Sequence[str], 
                if sorted(curve(m, str(M))["task"]) != tasks]
     if missing:
         raise ValueError(f"accuracy_curves {benchmark}: A_t missing for {'; '.join(missing)} (T={T})")
-    fig, axes = figures.new_figure(4.2 * len(sizes), 3.6, ncols=len(sizes))
+    fig, axes = figures.new_figure(4.2 * len(sizes) + 1.6, 3.6, ncols=len(sizes))
     lo, hi = 100.0, 0.0
     for ax, M in zip(axes, sizes):
         for method in [*references, *tables.memoryless_methods(methods, memoryless)]:
@@ -144,7 +146,7 @@ def accuracy_curves(rows: pd.DataFrame, benchmark: str, methods: Sequence[str], 
         ax.set_xlim(0.7, T + 0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    axes[-1].legend(**LEGEND)  # the same lines in every panel: one legend
     for ax in axes:  # one y range, so panels compare
         ax.set_ylim(max(0.0, lo - 5), min(100.0, hi + 5))
     return figures.save(fig, path)
