@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from ticlip_core.memclip.methods.base import MemclipMethod, TaskBatch, TaskContext, frozen_copy
+from ticlip_core.memclip.methods.base import MemclipMethod, TaskBatch, TaskContext, frozen_copy, local_targets
 
 
 # -- losses --------------------------------------------------------------------------------------
@@ -287,8 +287,7 @@ class ContrastiveProbeMethod(MemclipMethod):
         self._frozen = None
         rows = sorted(set(int(r) for r in self.probe_rows(ctx)))
         features, labels = encoder_features(ctx, rows)
-        local = {c: i for i, c in enumerate(ctx.seen_classes)}
-        targets = labels.new_tensor([local[int(y)] for y in labels.tolist()])
+        targets = local_targets(labels, labels.new_tensor(ctx.seen_classes))
         o = self.options
         weight, bias = train_linear_probe(
             features, targets, len(ctx.seen_classes), epochs=int(o["probe_epochs"]), lr=float(o["probe_lr"]),
@@ -315,8 +314,9 @@ class ContrastiveProbeMethod(MemclipMethod):
         """The heads (their shapes and weights) and the probe, as CPU tensors and plain values."""
         if not self._heads:
             return dict(self._pending or {})
-        out = {"heads": {name: {"spec": list(self._specs[name]),
-                                "weights": {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}}
+        from ticlip_core.memclip.expansion import module_state
+
+        out = {"heads": {name: {"spec": list(self._specs[name]), "weights": module_state(module)}
                          for name, module in self._heads.items()}}
         if self._probe is not None:
             out["probe"] = {k: v.detach().cpu().clone() for k, v in self._probe.items()}
