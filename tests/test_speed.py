@@ -46,3 +46,24 @@ def test_all_fast_paths_on_cuda(tiny_world, tmp_path):
     w = _weights(tiny_world, tmp_path, "cuda", precision="bf16", tf32=True, channels_last=True, compile=True,
                  grad_checkpointing=True)
     assert all(torch.isfinite(v.float()).all() for v in w.values())
+
+
+def test_foreach_adamw_is_bit_identical_to_the_per_tensor_loop():
+    from ticlip_core.engine.speed import adamw
+
+    def train(make):
+        torch.manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(300, 8)), torch.nn.Parameter(torch.randn(8))]
+        opt = make([{"params": params[:1]}, {"params": params[1:], "lr": 0.1}])
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(5):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen)
+            opt.step()
+        return params, opt
+
+    fast, fast_opt = train(lambda groups: adamw(groups, 1e-3, 0.1))
+    slow, _ = train(lambda groups: torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.1, foreach=False))
+    assert fast_opt.defaults["foreach"] is True
+    assert all(torch.equal(a, b) for a, b in zip(fast, slow))
+    assert not torch.equal(fast[0], torch.zeros_like(fast[0]))

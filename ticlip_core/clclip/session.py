@@ -15,7 +15,7 @@ from ticlip_core.data.loader import PixelSpec
 from ticlip_core.clclip import towers
 from ticlip_core.clclip.context import ClassBatch, SessionContext
 from ticlip_core.engine.loop import BatchLoss, train_loop
-from ticlip_core.engine.speed import prepare_images, prepare_model
+from ticlip_core.engine.speed import adamw, prepare_images, prepare_model
 from ticlip_core.evaluation import class_text_features
 
 #: the loop's settings a caller may leave out (the ``clclip.train`` schema defaults)
@@ -47,7 +47,7 @@ def train_session(ctx: SessionContext, method, images: torch.Tensor, labels: tor
     params = method.trainable_parameters(ctx)
     if not params:
         raise ValueError(f"{method.name}: no trainable parameters in variant '{ctx.variant}'")
-    optimizer = torch.optim.AdamW(params, lr=method.learning_rate(lr), weight_decay=weight_decay)
+    optimizer = adamw(params, method.learning_rate(lr), weight_decay)
     local = {c: i for i, c in enumerate(ctx.session_classes)}
     keep = torch.tensor([int(y) in local for y in labels.tolist()], dtype=torch.bool)
     images, labels = images[keep], labels[keep]

@@ -9,7 +9,8 @@ but TF32, which only acts on CUDA):
 * ``grad_checkpointing``: open_clip's activation checkpointing (``set_grad_checkpointing``):
   less memory, one more forward pass per backward.
 
-AdamW is always the fused implementation.
+TiC's steps and CL-CLIP's original model use the fused AdamW (``engine.contrastive``); the
+fine-tuning studies use ``adamw`` below, the multi-tensor implementation.
 """
 from __future__ import annotations
 
@@ -48,3 +49,14 @@ def autocast(tcfg: dict, device: torch.device):
     if tcfg["precision"] == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW (``torch.optim.AdamW``) with the multi-tensor ``foreach`` implementation.
+
+    On CPU PyTorch's default is the per-tensor loop. ``foreach`` does the same arithmetic in the
+    same order, so the weights are bit-identical (``tests/test_speed.py``). It is three times
+    faster on this project's models, whose 3.2M-entry token embedding dominates the update:
+    24 vs 8 ms a step, and it was half of a memclip job's time.
+    """
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)

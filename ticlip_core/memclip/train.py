@@ -14,7 +14,7 @@ import torch
 
 from ticlip_core.data.loader import PixelSpec
 from ticlip_core.engine.loop import BatchLoss, train_loop
-from ticlip_core.engine.speed import prepare_images, prepare_model
+from ticlip_core.engine.speed import adamw, prepare_images, prepare_model
 from ticlip_core.evaluation import class_text_features
 from ticlip_core.memclip.methods.base import TaskBatch, TaskContext
 
@@ -65,7 +65,7 @@ def train_task(ctx: TaskContext, method, images, labels, rows: list[int], *, epo
     method.before_step(ctx)
     model.logit_scale.requires_grad_(False)  # the temperature stays the starting model's
     params = method.trainable_parameters(ctx)
-    optimizer = torch.optim.AdamW(params, lr=method.learning_rate(lr), weight_decay=weight_decay)
+    optimizer = adamw(params, method.learning_rate(lr), weight_decay)
     names = [ctx.classnames[c] for c in ctx.seen_classes]
     seen = torch.tensor(ctx.seen_classes, dtype=torch.long, device=device)
     labels = torch.as_tensor(labels, dtype=torch.long)

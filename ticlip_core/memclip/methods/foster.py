@@ -230,6 +230,7 @@ class FOSTER(ExpandingHeadMethod):
 
         from ticlip_core.engine.compute import TRAIN_FORWARD_MULTIPLIER
         from ticlip_core.engine.seeds import derived_seed
+        from ticlip_core.engine.speed import adamw
 
         visual = ctx.model.visual
         device = module_device(visual)
@@ -256,7 +257,7 @@ class FOSTER(ExpandingHeadMethod):
                              "through train_task)")
         params = head_groups([p for p in visual.parameters() if p.requires_grad], student_head.parameters(),
                              self.options["head_lr"])
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+        optimizer = adamw(params, lr, 0.0)
         seed = derived_seed(ctx.data.seed, "foster", "compression")
         for batch_rows, x, _ in ctx.data.batches(rows, epochs=int(self.options["compression_epochs"]), seed=seed):
             soft = teacher[[position[r] for r in batch_rows]]
