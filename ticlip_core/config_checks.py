@@ -7,6 +7,7 @@ names an open_clip pretrained tag (only open_clip's registry can say whether it 
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -31,14 +32,30 @@ def check_split(split: dict, key: str) -> None:
                          "their sum must be below 1")
 
 
-def known_model_names() -> set[str]:
-    """Names of every open_clip model config (the package's and this project's), read from their
-    JSON files without importing open_clip."""
+def _model_config_dirs() -> list[Path]:
+    """Where model config JSONs live: this project's ``model_configs/``, then open_clip's."""
     spec = importlib.util.find_spec("open_clip")
     dirs = [MODEL_CONFIG_DIR]
     if spec is not None and spec.submodule_search_locations:
         dirs.append(Path(list(spec.submodule_search_locations)[0]) / "model_configs")
-    return {p.stem for d in dirs for p in d.glob("*.json")}
+    return dirs
+
+
+def known_model_names() -> set[str]:
+    """Names of every open_clip model config (the package's and this project's), read from their
+    JSON files without importing open_clip."""
+    return {p.stem for d in _model_config_dirs() for p in d.glob("*.json")}
+
+
+def model_image_size(name: str) -> int:
+    """Input resolution (pixels per side) of the open_clip model ``name``, read from its config JSON
+    (this project's or open_clip's) without importing open_clip."""
+    for folder in _model_config_dirs():
+        path = folder / f"{name}.json"
+        if path.is_file():
+            size = json.loads(path.read_text())["vision_cfg"]["image_size"]
+            return int(size[0] if isinstance(size, (list, tuple)) else size)
+    raise ValueError(f"unknown open_clip model '{name}'")
 
 
 def is_local_checkpoint(pretrained: str | None) -> bool:
@@ -60,7 +77,9 @@ def check_model(model: dict, key: str) -> None:
         if not Path(pretrained).is_file():
             raise FileNotFoundError(f"{key}.pretrained: local checkpoint '{pretrained}' does not exist")
         return
-    import open_clip  # only here: a tag is checked against open_clip's own registry
+    from ticlip_core.lean_imports import import_open_clip  # only here: a tag is checked against open_clip's registry
+
+    open_clip = import_open_clip()
 
     if not open_clip.get_pretrained_cfg(name, pretrained):
         tags = open_clip.list_pretrained_tags_by_model(name)

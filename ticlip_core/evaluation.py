@@ -80,7 +80,7 @@ def encode_crops(model, images, device, batch_size: int = 256):
     import torch
     import torch.nn.functional as F
 
-    from ticlip_core.data.loader import PixelSpec
+    from ticlip_core.data.pixels import PixelSpec
 
     pixels = PixelSpec.of(model)
     with torch.no_grad():

@@ -11,10 +11,12 @@ import pickle
 import shutil
 from pathlib import Path
 
-import open_clip
 import torch
 
 from ticlip_core.config_checks import check_model, is_local_checkpoint
+from ticlip_core.lean_imports import import_open_clip
+
+open_clip = import_open_clip()
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 _registered = False
@@ -34,16 +36,6 @@ def register_model_configs() -> None:
     if not _registered:
         open_clip.add_model_config(MODEL_CONFIG_DIR)
         _registered = True
-
-
-def model_image_size(name: str) -> int:
-    """Input resolution (pixels per side) of the open_clip model ``name``, from its config."""
-    register_model_configs()
-    cfg = open_clip.get_model_config(name)
-    if cfg is None:
-        raise ValueError(f"unknown open_clip model '{name}'")
-    size = cfg["vision_cfg"]["image_size"]
-    return int(size[0] if isinstance(size, (list, tuple)) else size)
 
 
 def check_pretrained(name: str, pretrained: str | None) -> None:

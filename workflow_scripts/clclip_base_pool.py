@@ -2,7 +2,7 @@
 import json
 
 from ticlip_core.clclip.base_pool import build_synthetic_base_pool
-from ticlip_core.models import model_image_size
+from ticlip_core.config_checks import model_image_size
 from ticlip_core.workflow_io import logged
 
 with logged(snakemake.log[0]):

@@ -6,7 +6,7 @@ import json
 from ticlip_core.clclip.classes import coco_class_plan, synthetic_class_plan
 from ticlip_core.clclip.real_task import build_real_task
 from ticlip_core.clclip.synthetic_task import build_synthetic_task
-from ticlip_core.models import model_image_size
+from ticlip_core.config_checks import model_image_size
 from ticlip_core.workflow_io import logged
 
 with logged(snakemake.log[0]):

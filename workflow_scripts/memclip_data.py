@@ -4,7 +4,7 @@ import json
 
 from ticlip_core.memclip.real_benchmark import build_real_benchmark
 from ticlip_core.memclip.synthetic_benchmark import build_synthetic_benchmark
-from ticlip_core.models import model_image_size
+from ticlip_core.config_checks import model_image_size
 from ticlip_core.workflow_io import logged
 
 with logged(snakemake.log[0]):

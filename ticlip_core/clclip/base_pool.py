@@ -15,7 +15,7 @@ from PIL import Image
 
 from ticlip_core.clclip.synthetic_task import STREAM_BASE_POOL
 from ticlip_core.data.files import write_json
-from ticlip_core.data.loader import PixelSpec
+from ticlip_core.data.pixels import PixelSpec
 from ticlip_core.data.shards import ShardWriter
 from ticlip_core.data.synthetic import (DEFAULTS as SYNTHETIC_DEFAULTS, crop_to_box, encode_jpeg, fix_articles,
                                         process_pool, render_sample, scene_rng)

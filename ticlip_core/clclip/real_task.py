@@ -15,7 +15,7 @@ from ticlip_core.clclip.classes import ClassPlan, norm_name
 from ticlip_core.clclip.task_files import CLASSIFICATION_SPLITS, write_task
 from ticlip_core.data.bucketing import split_of_key
 from ticlip_core.data.datasets import load_dataset
-from ticlip_core.data.loader import PixelSpec
+from ticlip_core.data.pixels import PixelSpec
 
 DatasetSpec = Sequence  # (format, path) or (format, path, loader options)
 

@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ticlip_core.data.loader import PixelSpec
+from ticlip_core.data.pixels import PixelSpec
 from ticlip_core.clclip import towers
 from ticlip_core.clclip.context import ClassBatch, SessionContext
 from ticlip_core.engine.loop import BatchLoss, train_loop

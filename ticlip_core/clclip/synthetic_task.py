@@ -15,7 +15,7 @@ import numpy as np
 from ticlip_core.clclip.classes import ClassPlan, norm_name
 from ticlip_core.clclip.task_files import write_task
 from ticlip_core.data import world
-from ticlip_core.data.loader import PixelSpec
+from ticlip_core.data.pixels import PixelSpec
 from ticlip_core.data.synthetic import crop_to_box, render_sample, scene_rng
 
 # SeedSequence streams, apart from synthetic.py's 0-2 and its STREAM_MEMCLIP = 13

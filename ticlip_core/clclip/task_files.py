@@ -23,12 +23,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ticlip_core.clclip.classes import ClassPlan
 from ticlip_core.data.files import write_json, write_npz
+
+if TYPE_CHECKING:
+    import torch
 
 CLASSIFICATION_SPLITS = ("update_train", "update_val", "update_test", "zs_val", "zs_test")
 RETRIEVAL_FILE = "retrieval.npz"
@@ -42,18 +45,22 @@ def _read_npz(out_dir, filename: str) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
-def load_split(out_dir: str | os.PathLike, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+def load_split(out_dir: str | os.PathLike, name: str) -> tuple["torch.Tensor", "torch.Tensor"]:
     """Images (uint8 ``(N, H, W, 3)``) and labels (int64 ``(N,)``) of split ``name``
     (one of ``CLASSIFICATION_SPLITS``)."""
     if name not in CLASSIFICATION_SPLITS:
         raise ValueError(f"unknown CL-CLIP split {name!r}; expected one of {CLASSIFICATION_SPLITS}")
+    import torch  # here, not at the top: the jobs that write task files need no torch
+
     data = _read_npz(out_dir, f"{name}.npz")
     return torch.from_numpy(data["images"]), torch.from_numpy(data["labels"].astype(np.int64))
 
 
-def load_retrieval(out_dir: str | os.PathLike) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+def load_retrieval(out_dir: str | os.PathLike) -> tuple["torch.Tensor", list[str], "torch.Tensor"]:
     """Retrieval images (uint8 ``(N, H, W, 3)``), captions (``M`` strings) and the image index
     of each caption (int64 ``(M,)``), for ``metrics.recall_folds``."""
+    import torch
+
     data = _read_npz(out_dir, RETRIEVAL_FILE)
     return (torch.from_numpy(data["images"]), [str(c) for c in data["captions"]],
             torch.from_numpy(data["caption_image"].astype(np.int64)))

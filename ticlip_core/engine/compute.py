@@ -51,7 +51,7 @@ def tower_macs(model) -> tuple[int, int]:
     CLIP: ``encode_image``, ``encode_text``; CL-CLIP and memclip count their classification
     training with them: images through the image tower, prompts through the text tower). Every
     module's train/eval mode is left as it was."""
-    from ticlip_core.data.loader import PixelSpec
+    from ticlip_core.data.pixels import PixelSpec
 
     class Tower(torch.nn.Module):
         def __init__(self, which: str):

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import math
 
-import open_clip
 import torch
 from open_clip_train.scheduler import cosine_lr
 
 from ticlip_core.engine.loop import BatchLoss
+from ticlip_core.lean_imports import import_open_clip
 from ticlip_core.engine.speed import prepare_images
 
 
@@ -37,9 +37,10 @@ def adamw_cosine(model: torch.nn.Module, max_lr: float, weight_decay: float, war
     return optimizer, cosine_lr(optimizer, max_lr, warmup, iterations)
 
 
-def clip_loss(world) -> open_clip.ClipLoss:
+def clip_loss(world):
     """open_clip's symmetric InfoNCE; with several ranks, each rank's rows against every rank's
     columns, gradients through the gather."""
+    open_clip = import_open_clip()
     if world.world_size > 1:
         return open_clip.ClipLoss(local_loss=True, gather_with_grad=True, rank=world.rank,
                                   world_size=world.world_size)

@@ -37,10 +37,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from ticlip_core.data.files import write_json, write_npz
-from ticlip_core.data.loader import PixelSpec
+from ticlip_core.data.pixels import PixelSpec
 
 SCENARIOS = ("class", "domain")
 SPLITS = ("train", "val", "test")
@@ -322,8 +321,9 @@ def _check_split(split: str) -> str:
     return split
 
 
-class SplitImages(torch.utils.data.Dataset):
-    """The images of one split of a prepared benchmark, uint8 ``(S, S, 3)`` in table order.
+class SplitImages:
+    """The images of one split of a prepared benchmark, uint8 ``(S, S, 3)`` in table order (a map-style
+    dataset for ``torch.utils.data.DataLoader``; torch is imported only when an image is read).
 
     Synthetic: read from ``<split>.npz``. Real: each row's ``source_key`` is looked up in the
     source split (``datasets.load_dataset(format, path, split, **options)``), loaded and resized
@@ -349,14 +349,18 @@ class SplitImages(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.table)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def __getitem__(self, i: int):
+        import torch
+
         i = self._check_index(i)
         if not self.real:
             return torch.from_numpy(self._npz_images()[i].copy())
         return torch.from_numpy(self._real_image(i))
 
-    def get(self, indices) -> torch.Tensor:
+    def get(self, indices):
         """The images of table rows ``indices``, stacked: uint8 ``(n, S, S, 3)``."""
+        import torch
+
         indices = [self._check_index(i) for i in np.asarray(indices, dtype=np.int64).reshape(-1)]
         if not self.real:
             return torch.from_numpy(self._npz_images()[np.asarray(indices, dtype=np.int64)])

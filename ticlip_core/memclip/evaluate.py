@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ticlip_core.data.loader import PixelSpec
+from ticlip_core.data.pixels import PixelSpec
 from ticlip_core.evaluation import eval_classifier, zero_shot_accuracy
 from ticlip_core.retrieval import topk_credit
 

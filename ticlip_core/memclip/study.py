@@ -19,7 +19,7 @@ import json
 import torch
 
 from ticlip_core import rows as row_schema
-from ticlip_core.data.loader import PixelSpec
+from ticlip_core.data.pixels import PixelSpec
 from ticlip_core.engine.chain_store import ChainStore, say_resumed
 from ticlip_core.engine.compute import tower_macs
 from ticlip_core.engine.distributed import init_world

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ticlip_core.data import world
 from ticlip_core.data.bucketing import SPLITS, split_indices
-from ticlip_core.data.loader import PixelSpec
+from ticlip_core.data.pixels import PixelSpec
 from ticlip_core.data.synthetic import STREAM_MEMCLIP, crop_to_box, process_pool, render_sample, scene_rng
 from ticlip_core.memclip.benchmark import SCENARIOS, Benchmark, TaskSpec, write_benchmark
 

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from ticlip_core.data.loader import PixelSpec
+from ticlip_core.data.pixels import PixelSpec
 from ticlip_core.engine.loop import BatchLoss, train_loop
 from ticlip_core.engine.speed import adamw, prepare_images, prepare_model
 from ticlip_core.evaluation import class_text_features
