@@ -7,8 +7,9 @@ from ticlip_core.data.bucketing import parse_steps
 from ticlip_core.data.source import metadata_spec
 from ticlip_core.clclip.methods import available_methods as clclip_methods
 from ticlip_core.config_checks import check_config
-from ticlip_core.job_config import (subset, clclip_ablation_job, clclip_base_job, clclip_method_job, evaluate_job,
-                                    memclip_data_job, memclip_memory_job, memclip_method_job, train_job)
+from ticlip_core.job_config import (FIRST_STEP_RUN, subset, clclip_ablation_job, clclip_base_job, clclip_method_job,
+                                    evaluate_job, memclip_data_job, memclip_memory_job, memclip_method_job,
+                                    shared_first_step_runs, train_job)
 from ticlip_core.memclip.methods import get_method as memclip_method
 from ticlip_core.tic.methods import get_method
 from ticlip_core.registry import check_methods
@@ -29,6 +30,8 @@ check_methods("tic", METHODS, "tic.methods")
 check_methods("tic", [m for m in [config["tic"]["lr_ablation"]["method"]] if m], "tic.lr_ablation.method")
 RUNS = tic_runs(config)  # every configured method, plus the LR ablation's variants
 ABLATION = [r.name for r in ablation_runs(config)]
+# Runs whose first step is the plain recipe with the same settings: it is trained once and copied.
+SHARED_FIRST = shared_first_step_runs(config, RUNS)
 
 check_config(config)  # cross-key checks: split fractions, model names and tags, CL-CLIP method options
 
@@ -97,6 +100,11 @@ def data_report_inputs(wildcards):
 
 def model_path(run, step):
     return f"{TIC}/models/{run}/{step}/model.pt"
+
+
+def first_step_path(name):
+    """The shared first step's file ``name`` (model.pt, train_log.csv, compute.json)."""
+    return f"{TIC}/first_step/{STEPS[0]}/{name}"
 
 
 def train_inputs(wildcards):

@@ -1,5 +1,9 @@
 # The TiC-CLIP study (Garg et al.): one training job per (run, step), one evaluation job per run,
 # Table 2, the LR ablation and the figures. Paths and config checks shared by every study: common.smk.
+# Every method trains step 0 the same way with the same seed (common random numbers), so runs in
+# SHARED_FIRST get a copy of one first-step job's checkpoint instead of training it again.
+
+ruleorder: share_first_step > train_step
 
 
 rule train_step:
@@ -10,6 +14,8 @@ rule train_step:
         log=f"{TIC}/models/{{run}}/{{step}}/train_log.csv",
         compute=f"{TIC}/models/{{run}}/{{step}}/compute.json",
     params:
+        run=lambda wildcards: wildcards.run,
+        step=lambda wildcards: wildcards.step,
         method=lambda wildcards: RUNS[wildcards.run].method,
         cfg=lambda wildcards: train_job(config, RUNS[wildcards.run], STEPS.index(wildcards.step)),
     conda:
@@ -23,6 +29,55 @@ rule train_step:
     threads: config["train"]["threads"]
     script:
         "../workflow_scripts/train_step.py"
+
+
+rule train_first_step:
+    input:
+        steps_dir=f"{DATA}/steps",
+    output:
+        model=first_step_path("model.pt"),
+        log=first_step_path("train_log.csv"),
+        compute=first_step_path("compute.json"),
+    params:
+        run=FIRST_STEP_RUN.name,
+        step=STEPS[0],
+        method=FIRST_STEP_RUN.method,
+        cfg=train_job(config, FIRST_STEP_RUN, 0),
+    conda:
+        "../envs/ticlip.yaml"
+    log:
+        f"{LOGS}/tic/train/{FIRST_STEP_RUN.name}/{STEPS[0]}.log",
+    benchmark:
+        f"{BENCH}/tic/train/{FIRST_STEP_RUN.name}/{STEPS[0]}.tsv"
+    resources:
+        **RESOURCES["train"],
+    threads: config["train"]["threads"]
+    priority: PRIORITY["gate"]
+    script:
+        "../workflow_scripts/train_step.py"
+
+
+rule share_first_step:
+    input:
+        model=first_step_path("model.pt"),
+        log=first_step_path("train_log.csv"),
+        compute=first_step_path("compute.json"),
+    output:
+        model=f"{TIC}/models/{{run}}/{STEPS[0]}/model.pt",
+        log=f"{TIC}/models/{{run}}/{STEPS[0]}/train_log.csv",
+        compute=f"{TIC}/models/{{run}}/{STEPS[0]}/compute.json",
+    wildcard_constraints:
+        run="|".join(map(re.escape, SHARED_FIRST)) or "$^",
+    params:
+        method=lambda wildcards: RUNS[wildcards.run].method,
+    conda:
+        "../envs/ticlip.yaml"
+    log:
+        f"{LOGS}/tic/share_first_step/{{run}}.log",
+    benchmark:
+        f"{BENCH}/tic/share_first_step/{{run}}.tsv"
+    script:
+        "../workflow_scripts/share_first_step.py"
 
 
 # Evaluation: one job per run, writing one file per checkpoint; each checkpoint is evaluated

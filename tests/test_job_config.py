@@ -1,7 +1,10 @@
 """Provenance at the unit level: each job's config is exactly the subset it reads."""
 from pathlib import Path
 
+import pytest
+
 from conftest import micro_config
+from ticlip_core import job_config
 from ticlip_core.job_config import (clclip_ablation_job, clclip_base_job, clclip_method_job, evaluate_job,
                                     subset, train_job)
 from ticlip_core.tic.runs import Run
@@ -77,3 +80,57 @@ def test_building_every_job_config_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+def test_runs_share_the_first_step_unless_their_step_0_settings_differ():
+    from ticlip_core.engine.method import Method
+    from ticlip_core.registry import unregister
+    from ticlip_core.tic.methods import register
+    from ticlip_core.tic.runs import Run, tic_runs
+
+    cfg = micro_config()
+    runs = tic_runs(cfg)
+    shared = job_config.shared_first_step_runs(cfg, runs)
+    # the LR ablation's variants flip keys that act only on continuing steps: they share too
+    assert set(shared) == set(runs) and "cumulative_all@warmup" in shared
+    runs["hot"] = Run("hot", "sequential", {"lr": 0.5})  # an override that changes step 0
+    assert "hot" not in job_config.shared_first_step_runs(cfg, runs)
+
+    @register
+    class OwnFirstStep(Method):
+        """Test-only method with its own first step."""
+        name = "own_first_step_test"
+        study = "tic"
+
+    try:
+        runs = {"own": Run("own", "own_first_step_test"), "sequential": Run("sequential", "sequential"),
+                "oracle": Run("oracle", "oracle")}
+        assert job_config.shared_first_step_runs(cfg, runs) == ["sequential", "oracle"]
+        del runs["oracle"]
+        assert job_config.shared_first_step_runs(cfg, runs) == []  # one run alone trains its own
+    finally:
+        unregister("tic", "own_first_step_test")
+
+
+def test_a_shared_first_step_copy_is_recorded_as_the_run(tmp_path):
+    import json
+
+    from ticlip_core.tic.first_step import copy_first_step
+
+    src = {name: tmp_path / name for name in ("model.pt", "log.csv", "compute.json")}
+    src["model.pt"].write_bytes(b"weights")
+    src["log.csv"].write_text("iteration,loss\n1,3.4\n")
+    src["compute.json"].write_text(json.dumps({"method": "first_step", "base_method": "sequential",
+                                               "step_index": 0, "macs": 5}))
+    out = tmp_path / "lwf"
+    record = copy_first_step(model=src["model.pt"], log=src["log.csv"], compute=src["compute.json"],
+                             run_name="lwf@x", method_name="lwf", out_model=out / "model.pt",
+                             out_log=out / "log.csv", out_compute=out / "compute.json")
+    assert (out / "model.pt").read_bytes() == b"weights"
+    assert json.loads((out / "compute.json").read_text()) == record
+    assert record == {"method": "lwf@x", "base_method": "lwf", "step_index": 0, "macs": 5,
+                      "first_step": "shared", "trained_as": "first_step"}
+    src["compute.json"].write_text(json.dumps({"method": "first_step", "step_index": 1}))
+    with pytest.raises(ValueError, match="not a first step"):
+        copy_first_step(model=src["model.pt"], log=src["log.csv"], compute=src["compute.json"], run_name="r",
+                        method_name="lwf", out_model=out / "m", out_log=out / "l", out_compute=out / "c")

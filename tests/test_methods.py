@@ -68,3 +68,28 @@ def test_every_registered_method_declares_its_study_and_refuses_unknown_options(
             assert cls.study == study and cls.name == name
             with pytest.raises(TypeError, match="unknown option"):
                 cls(not_an_option=1)
+
+
+def test_every_plain_first_step_method_trains_step_0_bit_identically(tiny_world, tmp_path):
+    """What lets the workflow train the first step once and copy it (rule share_first_step)."""
+    import torch
+
+    from conftest import micro_config
+    from ticlip_core.data.bucketing import step_shards
+    from ticlip_core.tic.train import train_step
+
+    cfg = micro_config(budget_samples=32, batch_size=16, warmup_iterations=1)
+    steps = cfg["tic"]["steps"]
+    shards = {s: step_shards(tiny_world / "steps", s, "train") for s in steps}
+    val = {s: step_shards(tiny_world / "steps", s, "val") for s in steps}
+    plain = [m for m in available_methods() if get_method(m).plain_first_step]
+    assert {"oracle", "sequential", "cumulative_all", "cumulative_exp", "lwf", "patching"} <= set(plain)
+    weights = {}
+    for m in plain:
+        train_step(cfg, method_name=m, step=steps[0], shards_by_step=shards, val_shards_by_step=val,
+                   init_checkpoint=None, out_model=str(tmp_path / f"{m}.pt"), out_log=str(tmp_path / f"{m}.csv"),
+                   out_compute=str(tmp_path / f"{m}.json"))
+        weights[m] = torch.load(tmp_path / f"{m}.pt", weights_only=True)
+    ref = weights["sequential"]
+    for m, w in weights.items():
+        assert w.keys() == ref.keys() and all(torch.equal(w[k], ref[k]) for k in ref), m

@@ -122,9 +122,10 @@ def test_every_checkpoint_is_evaluated_on_every_step(micro_run):
 def test_every_rule_wrote_its_log_and_benchmark(micro_run):
     work, _ = micro_run
     bench = list((work / "results/benchmarks").rglob("*.tsv"))
-    # 2 synthesis + bucket + data report + (8 methods + 2 ablation variants) x 2 steps of
-    # training, one evaluation per run, Table 2, the ablation table and the figures
-    assert len(bench) == 2 + 1 + 1 + 10 * len(STEPS) + 10 + 3
+    # 2 synthesis + bucket + data report + the shared first step and its 10 copies (8 methods +
+    # 2 ablation variants) + 10 runs x the later steps, one evaluation per run, Table 2, the
+    # ablation table and the figures
+    assert len(bench) == 2 + 1 + 1 + 1 + 10 + 10 * (len(STEPS) - 1) + 10 + 3
     for tsv in bench:
         assert "max_rss" in tsv.read_text().splitlines()[0]
 
@@ -140,9 +141,11 @@ def test_second_run_does_nothing(micro_run):
 # exactly the jobs whose outputs it can change (10 runs: 8 methods + 2 LR-ablation variants).
 TABLES = {"tic_table": 1, "lr_ablation_table": 1, "tic_figures": 1}
 EDITS = {
-    "train.lr": ({"train": {"lr": 0.001}}, {"train_step": 10 * len(STEPS), "evaluate_run": 10, **TABLES}),
+    "train.lr": ({"train": {"lr": 0.001}}, {"train_first_step": 1, "share_first_step": 10,
+                                           "train_step": 10 * (len(STEPS) - 1), "evaluate_run": 10, **TABLES}),
+    # LwF's first step has no teacher: it stays the shared one
     "methods.lwf.beta": ({"methods": {"lwf": {"beta": 0.5}}},
-                         {"train_step": len(STEPS), "evaluate_run": 1, "tic_table": 1, "tic_figures": 1}),
+                         {"train_step": len(STEPS) - 1, "evaluate_run": 1, "tic_table": 1, "tic_figures": 1}),
     # Patching's alpha search (steps after the first) reads the pool size too
     "eval.retrieval_pool_size": ({"eval": {"retrieval_pool_size": 16}},
                                  {"train_step": len(STEPS) - 1, "evaluate_run": 10, **TABLES}),

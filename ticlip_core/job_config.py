@@ -9,8 +9,14 @@ provenance. This module imports no torch: the Snakefile calls it while it builds
 from __future__ import annotations
 
 import copy
+import json
 
 from ticlip_core.tic.runs import Run
+
+#: the run that trains the shared first step: the plain recipe, named for what it is
+FIRST_STEP_RUN = Run("first_step", "sequential")
+#: train keys that act only on a step continuing from the previous checkpoint (``tic.train``)
+CONTINUING_ONLY = ("warmup_later_steps", "max_lr_decay")
 
 
 def subset(config: dict, paths: list[str]) -> dict:
@@ -46,6 +52,30 @@ def train_job(config: dict, run: Run, step_index: int) -> dict:
                           *method.config_paths(step_index)])
     cfg["train"].update(run.train)
     return cfg
+
+
+def first_step_key(config: dict, run: Run) -> str | None:
+    """What step 0 of ``run`` depends on, as text, when its method trains step 0 by the plain
+    recipe (``Method.plain_first_step``); None when it does not. The method's own options and the
+    train keys that act only on continuing steps (``CONTINUING_ONLY``) are left out."""
+    from ticlip_core.tic.methods import get_method
+
+    if not get_method(run.method, **config.get("methods", {}).get(run.method, {})).plain_first_step:
+        return None
+    cfg = train_job(config, run, 0)
+    cfg.pop("methods", None)
+    for key in CONTINUING_ONLY:
+        cfg["train"].pop(key, None)
+    return json.dumps(cfg, sort_keys=True, default=str)
+
+
+def shared_first_step_runs(config: dict, runs: dict[str, Run]) -> list[str]:
+    """The runs whose step 0 is the same training as ``FIRST_STEP_RUN``'s: it is trained once
+    (common random numbers make them bit-identical; ``tests/test_methods.py``) and copied to each.
+    Empty when fewer than two runs would share it: a copy would then save nothing."""
+    reference = first_step_key(config, FIRST_STEP_RUN)
+    shared = [name for name, run in runs.items() if first_step_key(config, run) == reference]
+    return shared if len(shared) > 1 else []
 
 
 def evaluate_job(config: dict, dynamic_tasks: list[str]) -> dict:

@@ -8,10 +8,10 @@ from ticlip_core.workflow_io import logged
 
 with logged(snakemake.log[0]):
     # params.cfg: exactly the config this job reads, with the run's overrides (ticlip_core.job_config)
-    config, step, steps_dir = snakemake.params.cfg, snakemake.wildcards.step, snakemake.input.steps_dir
+    config, step, steps_dir = snakemake.params.cfg, snakemake.params.step, snakemake.input.steps_dir
     steps = config["tic"]["steps"]
     job = dict(
-        config=config, method_name=snakemake.params.method, run_name=snakemake.wildcards.run, step=step,
+        config=config, method_name=snakemake.params.method, run_name=snakemake.params.run, step=step,
         shards_by_step={s: step_shards(steps_dir, s, "train") for s in steps},
         val_shards_by_step={s: step_shards(steps_dir, s, "val") for s in steps},
         init_checkpoint=snakemake.input.get("init"),

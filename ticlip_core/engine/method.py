@@ -78,6 +78,9 @@ class Method:
     hyperparameter: str | None = None
     #: train on the data of every step so far (joint training, an upper bound)
     trains_on_seen_sessions: bool = False
+    #: step 0 trains exactly as the plain recipe does (fresh init, the first step's data, budget C,
+    #: no loss term or hook that changes the weights), so runs of such methods share one first step
+    plain_first_step: bool = False
 
     def __init__(self, **options):
         unknown = sorted(set(options) - set(self.defaults))

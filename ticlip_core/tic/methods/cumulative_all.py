@@ -8,6 +8,7 @@ class CumulativeAll(Method):
 
     name = "cumulative_all"
     study = "tic"
+    plain_first_step = True
     warm_start = True
 
     def data_plan(self, t, steps, new_step_size=None):

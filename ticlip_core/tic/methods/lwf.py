@@ -14,6 +14,7 @@ class LwF(Method):
 
     name = "lwf"
     study = "tic"
+    plain_first_step = True  # no teacher at step 0
     defaults = {"beta": 1.0}
     warm_start = True
 

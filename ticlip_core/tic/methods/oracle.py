@@ -8,6 +8,7 @@ class Oracle(Method):
 
     name = "oracle"
     study = "tic"
+    plain_first_step = True
 
     def data_plan(self, t, steps, new_step_size=None):
         return {s: None for s in steps[: t + 1]}

@@ -24,6 +24,7 @@ class Patching(Method):
 
     name = "patching"
     study = "tic"
+    plain_first_step = True  # no interpolation at step 0
     defaults = {"alpha_grid": [0.0, 0.25, 0.5, 0.75, 1.0], "alpha_selection": "seen"}
     warm_start = True
 

@@ -13,6 +13,7 @@ class ReplayMethod(Method):
     """
 
     warm_start = True
+    plain_first_step = True  # no buffer at step 0
     allocation = ""
     defaults = {"buffer_size": None}
 

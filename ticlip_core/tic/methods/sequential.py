@@ -8,4 +8,5 @@ class Sequential(Method):
 
     name = "sequential"
     study = "tic"
+    plain_first_step = True
     warm_start = True
