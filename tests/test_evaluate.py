@@ -181,3 +181,30 @@ def test_class_text_features_is_open_clips_classifier_bit_for_bit():
     assert ours.shape == (20, theirs.shape[0]) and torch.equal(ours, theirs.T)
     trained = class_text_features(model, tokenizer, names, templates, "cpu")
     assert trained.requires_grad and torch.allclose(trained, ours, atol=1e-6)
+
+
+def test_decoded_sets_read_a_set_once_and_give_the_same_features(tiny_world, tmp_path):
+    import shutil
+
+    from ticlip_core.data.bucketing import step_shards
+    from ticlip_core.evaluation import DecodedSets, encode_shards
+
+    shards = []
+    for shard in step_shards(tiny_world / "steps", "2014", "test"):
+        shards.append(str(tmp_path / f"{len(shards)}.tar"))
+        shutil.copyfile(shard, shards[-1])
+    model, _, _, tokenizer = create_model("ticlip-vit-micro", device="cpu")
+    model.eval()
+    plain = encode_shards(model, tokenizer, shards, 8, "cpu")
+    kept, too_small = DecodedSets(64), DecodedSets(1e-4)
+    first = encode_shards(model, tokenizer, shards, 8, "cpu", decoded=kept)
+    encode_shards(model, tokenizer, shards, 8, "cpu", decoded=too_small)
+    assert kept.used > 0 and too_small.used == 0
+    for path in shards:  # a kept set is never read again
+        (tmp_path / path).unlink()
+    again = encode_shards(model, tokenizer, shards, 8, "cpu", decoded=kept)
+    for enc in (first, again):
+        assert torch.equal(enc.image_features, plain.image_features)
+        assert torch.equal(enc.text_features, plain.text_features) and enc.meta == plain.meta
+    with pytest.raises(FileNotFoundError):
+        encode_shards(model, tokenizer, shards, 8, "cpu", decoded=too_small)

@@ -37,7 +37,7 @@ def test_train_job_applies_run_overrides_and_holds_only_what_training_reads():
 def test_patching_reads_the_evaluation_settings_only_where_it_searches_alpha():
     cfg = micro_config()
     assert "eval" not in train_job(cfg, Run("patching", "patching"), 0)
-    assert set(train_job(cfg, Run("patching", "patching"), 1)["eval"]) == {"batch_size", "retrieval_pool_size"}
+    assert set(train_job(cfg, Run("patching", "patching"), 1)["eval"]) == {"batch_size", "retrieval_pool_size", "cache_mb"}
 
 
 def test_evaluation_job_reads_eval_and_model_not_training():

@@ -147,7 +147,7 @@ class _StubPatching(Patching):
         super().__init__(**options)
         self.per_step, self.calls = per_step, []
 
-    def validation_score(self, ctx, val_shards):
+    def validation_score(self, ctx, val_shards, decoded=None):
         alpha = ctx.model.weight.item()
         self.calls.append((alpha, list(val_shards)))
         return sum(self.per_step[s](alpha) for s in val_shards) / len(val_shards)
@@ -158,7 +158,7 @@ def _select(per_step, t=1, **options):
     model = torch.nn.Linear(1, 1, bias=False)
     with torch.no_grad():
         model.weight.fill_(1.0)  # the fine-tuned weights
-    ctx = StepContext(method, t, STEPS, model, None, {}, torch.device("cpu"),
+    ctx = StepContext(method, t, STEPS, model, None, {"eval": {"cache_mb": 0}}, torch.device("cpu"),
                       init_state={"weight": torch.zeros(1, 1)},  # the patched model of t-1
                       val_shards={s: [f"{s}-val.tar"] for s in STEPS})
     method.after_step(ctx)

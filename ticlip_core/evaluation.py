@@ -40,10 +40,44 @@ class EncodedSet:
         return f"{self.skipped} bad samples skipped ({reasons or 'none'})"
 
 
+class DecodedSets:
+    """Decoded evaluation batches (``data.loader.eval_batches``) kept in memory, so that a job
+    which evaluates several checkpoints (a TiC evaluation job's four, Patching's alpha grid)
+    reads and decodes each set once. Sets are kept whole while the total stays within
+    ``limit_mb``; a set that does not fit is decoded again on every pass, as without the cache.
+    The batches are the same objects every time, so the features are the same bits."""
+
+    def __init__(self, limit_mb: float):
+        self.limit = float(limit_mb) * 2**20
+        self.used = 0
+        self._kept: dict[tuple, list] = {}
+
+    def batches(self, shards: list[str], *, batch_size: int, pixels, tokenizer):
+        """The batches of ``shards``, from memory when kept, else decoded (and kept if they fit)."""
+        from ticlip_core.data.loader import eval_batches
+
+        key = (tuple(shards), batch_size, pixels, id(tokenizer))
+        if key in self._kept:
+            yield from self._kept[key]
+            return
+        kept, size = [], 0
+        for batch in eval_batches(shards, batch_size=batch_size, pixels=pixels, tokenizer=tokenizer):
+            yield batch
+            if kept is not None:
+                size += batch.images.nbytes + batch.texts.nbytes + 512 * len(batch.keys)
+                kept = kept if self.used + size <= self.limit else None
+                if kept is not None:
+                    kept.append(batch)
+        if kept is not None:
+            self._kept[key] = kept
+            self.used += size
+
+
 def encode_shards(model, tokenizer, shards: list[str], batch_size: int, device,
-                  source: str | None = None) -> EncodedSet:
-    """Encode every image and caption of ``shards`` once (``data.loader.eval_batches``; bad
-    samples skipped and counted by reason), features L2-normalised, on the CPU.
+                  source: str | None = None, decoded: DecodedSets | None = None) -> EncodedSet:
+    """Encode every image and caption of ``shards`` once (``data.loader.eval_batches``, or
+    ``decoded``'s copy in memory; bad samples skipped and counted by reason), features
+    L2-normalised, on the CPU.
 
     Raises ``NonFiniteFeaturesError`` naming ``source`` (e.g. the checkpoint path) and the set
     if any feature is NaN or inf, and ``ValueError`` if no sample is usable.
@@ -56,7 +90,10 @@ def encode_shards(model, tokenizer, shards: list[str], batch_size: int, device,
 
     images, texts, meta, skipped, by_reason = [], [], [], 0, {}
     with torch.no_grad():
-        for batch in eval_batches(shards, batch_size=batch_size, pixels=PixelSpec.of(model), tokenizer=tokenizer):
+        pixels = PixelSpec.of(model)
+        batches = (decoded.batches(shards, batch_size=batch_size, pixels=pixels, tokenizer=tokenizer) if decoded
+                   else eval_batches(shards, batch_size=batch_size, pixels=pixels, tokenizer=tokenizer))
+        for batch in batches:
             skipped += batch.skipped
             for reason, n in batch.skipped_by_reason.items():
                 by_reason[reason] = by_reason.get(reason, 0) + n

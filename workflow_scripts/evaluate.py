@@ -6,6 +6,7 @@ import torch
 from ticlip_core.class_labels import key_table_labels, shard_dir_labels, synthetic_labels
 from ticlip_core.data import world
 from ticlip_core.data.layout import step_shards
+from ticlip_core.evaluation import DecodedSets
 from ticlip_core.tic.evaluate import SYNTHETIC_STATIC, evaluate_checkpoint
 from ticlip_core.models import create_model, load_checkpoint
 from ticlip_core.rows import write_rows
@@ -31,11 +32,12 @@ with logged(snakemake.log[0]):
         shards = sorted(str(p) for p in Path(folder).glob("*.tar"))
         labels = None if name == SYNTHETIC_STATIC else shard_dir_labels(folder, spec.get("templates") or templates)
         static_sets[name] = (shards, labels)
+    decoded = DecodedSets(config["eval"]["cache_mb"])  # every checkpoint reads the same test sets
     for train_step, checkpoint, out in zip(steps, snakemake.input.models, snakemake.output):
         load_checkpoint(model, checkpoint)  # loads on the CPU, copies into the model's device
         rows = evaluate_checkpoint(model, tokenizer, config=config, study="tic", method=snakemake.wildcards.run,
                                    train_step=train_step, test_shards=test_shards,
                                    dynamic_labels=dynamic_labels, static_sets=static_sets, checkpoint=checkpoint,
-                                   scenario=snakemake.params.scenario)
+                                   scenario=snakemake.params.scenario, decoded=decoded)
         write_rows(rows, out)
         print(rows.to_string())

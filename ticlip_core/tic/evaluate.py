@@ -82,7 +82,8 @@ def evaluate_checkpoint(model, tokenizer, *, config: dict, study: str, method: s
                         train_step: str, test_shards: dict[str, list[str]],
                         dynamic_labels: ClassLabels | None,
                         static_sets: dict[str, tuple[list[str], ClassLabels | None]],
-                        checkpoint: str | None = None, scenario: str | None = None) -> pd.DataFrame:
+                        checkpoint: str | None = None, scenario: str | None = None,
+                        decoded=None) -> pd.DataFrame:
     """All tasks for one checkpoint, as rows of the one schema (``ticlip_core.rows``).
 
     Dynamic: retrieval on every step's test split, and zero-shot classification on it when
@@ -91,7 +92,8 @@ def evaluate_checkpoint(model, tokenizer, *, config: dict, study: str, method: s
     otherwise (against all captions of each image when the samples list them); the synthetic
     world's static set (name ``synthetic``) gives its own three tasks. ``scenario`` names the
     benchmark in the rows. ``checkpoint`` (the weights' path) is named in the error if a feature
-    is NaN or inf.
+    is NaN or inf. ``decoded`` (``evaluation.DecodedSets``) keeps the decoded sets for the
+    job's next checkpoint.
     """
     ecfg = config["eval"]
     device = next(model.parameters()).device
@@ -111,7 +113,8 @@ def evaluate_checkpoint(model, tokenizer, *, config: dict, study: str, method: s
     classifier = (eval_classifier(model, tokenizer, dynamic_labels.classnames, dynamic_labels.templates, device)
                   if dynamic_labels else None)
     for eval_step, shards in test_shards.items():
-        enc = encode_eval_set(model, tokenizer, shards, ecfg["batch_size"], device, source=checkpoint)
+        enc = encode_eval_set(model, tokenizer, shards, ecfg["batch_size"], device, source=checkpoint,
+                              decoded=decoded)
         add("retrieval", eval_step, retrieval(enc))
         without = 0
         if dynamic_labels:
@@ -123,7 +126,8 @@ def evaluate_checkpoint(model, tokenizer, *, config: dict, study: str, method: s
                  eval_step, len(enc.meta), without, enc.skipped_text())
 
     for name, (shards, labels) in static_sets.items():
-        enc = encode_eval_set(model, tokenizer, shards, ecfg["batch_size"], device, source=checkpoint)
+        enc = encode_eval_set(model, tokenizer, shards, ecfg["batch_size"], device, source=checkpoint,
+                              decoded=decoded)
         log.info("static %s: %d samples evaluated, %s", name, len(enc.meta), enc.skipped_text())
         if name == SYNTHETIC_STATIC:
             for task, metrics in synthetic_static_tasks(model, tokenizer, enc, ecfg, device, checkpoint).items():

@@ -30,7 +30,7 @@ class Patching(Method):
 
     def config_paths(self, t: int) -> tuple[str, ...]:
         """The alpha search (steps after the first) scores validation recall with these settings."""
-        return ("eval.batch_size", "eval.retrieval_pool_size") if t > 0 else ()
+        return ("eval.batch_size", "eval.retrieval_pool_size", "eval.cache_mb") if t > 0 else ()
 
     @property
     def alpha_grid(self) -> list[float]:
@@ -58,6 +58,7 @@ class Patching(Method):
 
     def after_step(self, ctx):
         from ticlip_core.engine.weights import interpolate_state_dicts
+        from ticlip_core.evaluation import DecodedSets
 
         if ctx.t == 0:
             ctx.info.update(alpha=1.0, alpha_scores={})
@@ -70,24 +71,26 @@ class Patching(Method):
                              "set data.split.val_fraction > 0")
         finetuned = {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
         scores = {}
+        decoded = DecodedSets(ctx.config["eval"]["cache_mb"])  # every alpha reads the same validation sets
         for alpha in grid:
             if alpha not in scores:
                 ctx.model.load_state_dict(interpolate_state_dicts(ctx.init_state, finetuned, alpha))
-                scores[alpha] = self.validation_score(ctx, val)
+                scores[alpha] = self.validation_score(ctx, val, decoded)
         best = self.best_alpha(scores)
         ctx.model.load_state_dict(interpolate_state_dicts(ctx.init_state, finetuned, best))
         ctx.info.update(alpha=best, alpha_scores={str(a): round(s, 6) for a, s in scores.items()},
                         alpha_selection=selection, selection_steps=list(val))
 
-    def validation_score(self, ctx, val_shards: dict[str, list[str]]) -> float:
-        """Mean over steps of the mean (i2t, t2i) Recall@1 of ``ctx.model`` on validation shards."""
+    def validation_score(self, ctx, val_shards: dict[str, list[str]], decoded=None) -> float:
+        """Mean over steps of the mean (i2t, t2i) Recall@1 of ``ctx.model`` on validation shards
+        (decoded once for the whole grid when ``decoded``, an ``evaluation.DecodedSets``, is given)."""
         from ticlip_core.tic.evaluate import encode_eval_set, recall_at_k
 
         ctx.model.eval()
         cfg = ctx.config["eval"]
         per_step = []
         for shards in val_shards.values():
-            enc = encode_eval_set(ctx.model, ctx.tokenizer, shards, cfg["batch_size"], ctx.device)
+            enc = encode_eval_set(ctx.model, ctx.tokenizer, shards, cfg["batch_size"], ctx.device, decoded=decoded)
             ctx.extra_macs += ctx.forward_macs_per_sample * len(enc.meta)
             per_step.append(recall_at_k(enc.image_features, enc.text_features, [1],
                                         cfg["retrieval_pool_size"])["mean_R@1"])
