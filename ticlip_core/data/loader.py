@@ -165,10 +165,11 @@ def train_batches(shards: list[str], *, batch_size: int, pixels: PixelSpec, toke
     assembles batches ``w``, ``w + workers``, ... and the loader returns them in that order, so
     the stream stays deterministic for a given number of workers (a resumed job replays it).
 
-    ``cache_mb`` > 0 keeps the decoded samples of each whole shard this process (or data-loader
-    worker: each has its own) has read, up to that many MB (``_ShardCache``), and later passes
-    take them from memory instead of reading and decoding the tar again; a shard that does not
-    fit is streamed each pass. The batches are bit-identical with and without it.
+    ``cache_mb`` > 0 keeps the decoded samples of each whole shard this process has read, up to
+    that many MB (``_ShardCache``; with ``workers`` > 0 each worker keeps its own, within an equal
+    share of it), and later passes take them from memory instead of reading and decoding the tar
+    again; a shard that does not fit is streamed each pass. The batches are bit-identical with
+    and without it.
     """
     if split not in ("shards", "samples"):
         raise ValueError(f"train_batches: split must be 'shards' or 'samples', not {split!r}")
@@ -242,8 +243,9 @@ class _BatchStreams(torch.utils.data.IterableDataset):
                 return True
             return sample["__key__"] in self.keep_keys
 
-        # Created here, so that each data-loader worker (which iterates its own copy) has its own
-        cache = _ShardCache(self.cache_mb, self.pixels)
+        # Made here, so each data-loader worker (iterating its own copy) has its own, with an
+        # equal share of the limit: the job's total stays within cache_mb.
+        cache = _ShardCache(self.cache_mb / max(self.workers, 1), self.pixels)
         epoch = 0
         while True:
             rng = random.Random(f"{self.seed}:{epoch}")
