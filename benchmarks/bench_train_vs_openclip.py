@@ -4,13 +4,17 @@ Usage::
 
     python benchmarks/bench_train_vs_openclip.py [--samples 6000] [--batch-size 128] [--threads 1]
         [--repeats 3] [--model ticlip-vit-tiny] [--skip 5] [--json runs.json]
-        [--openclip-fused-adamw] [--keep DIR]
+        [--openclip-fused-adamw] [--keep DIR] [--passes 1] [--cache-mb MB [MB ...]]
 
 Method
 ------
 1. One year of the synthetic world (``synthesize_world(years=(2014, 2014))``, 32x32 JPEGs,
    img2dataset layout) is written once into a temporary folder; both trainers read the same
-   tar list, ``--samples`` (rounded up to a whole number of batches) samples, one pass.
+   tar list, ``--samples`` (rounded up to a whole number of batches) samples, one pass. With
+   ``--passes P`` the shards hold ``--samples / P`` samples (a whole number of batches) and
+   each trainer goes over them P times: ticlip's budget is ``--samples`` (its stream starts
+   a new pass when the shards run out, as a TiC step whose budget exceeds its data does),
+   open_clip_train runs ``--epochs P`` of ``--samples / P``.
 2. Each repeat runs both trainers, each in a fresh Python process with the same environment
    (``OMP_NUM_THREADS=MKL_NUM_THREADS=--threads``) and the same settings: model, batch size,
    fp32 on the CPU, AdamW with the same lr, weight decay, betas, eps and parameter groups,
@@ -20,6 +24,9 @@ Method
 
    * ticlip: ``ticlip_core.tic.train.train_step(method_name="sequential")`` on one step, with the
      repository's ``config.yaml`` validated against the schema and ``train.log_every: 1``.
+     ``--cache-mb`` sets ``train.cache_mb`` (decoded shards kept in memory for later passes;
+     default: config.yaml's); given several values, each repeat runs ticlip once per value
+     (reported as ``ticlip cache_mb=MB``), so the settings are measured side by side.
    * open_clip_train: ``open_clip_train.main.main`` through a wrapper that first registers the
      project's model configs, with ``--log-every-n-steps 1``, no validation, no zero-shot
      evaluation, no wandb/tensorboard.
@@ -41,7 +48,10 @@ logging. Both trainers time iterations that way and log them every iteration:
 Process start-up, model creation, shard listing and the checkpoint written at the end are
 not part of the measure (the whole-process wall time is printed for information). The
 figure reported per side is the median over the repeats; the ratio is
-median(ticlip) / median(open_clip_train); above 1 means ticlip trains faster.
+median(ticlip) / median(open_clip_train); above 1 means ticlip trains faster. With several
+passes, iterations are numbered across open_clip_train's epochs; the time between its epochs
+(outside its per-batch clock) is not counted, while ticlip's pass changes fall inside an
+iteration, which favours open_clip_train slightly.
 
 Known difference that cannot be removed by flags: ticlip uses ``AdamW(fused=True)``, while
 open_clip_train's AdamW is torch's default implementation (not fused on the CPU).
@@ -89,7 +99,7 @@ sys.exit(main(sys.argv[2:]))
 
 # One open_clip_train log line per iteration (``--log-every-n-steps 1``), e.g.
 # "Train Epoch: 0 [ 256/6016 (4%)] Data (t): 0.012 Batch (t): 0.345, 371.012/s, 371.012/s/gpu LR: ..."
-OPENCLIP_LINE = re.compile(r"Train Epoch: \d+ \[\s*(\d+)/\s*(\d+) \(\d+%\)\] Data \(t\): ([0-9.]+) "
+OPENCLIP_LINE = re.compile(r"Train Epoch: (\d+) \[\s*(\d+)/\s*(\d+) \(\d+%\)\] Data \(t\): ([0-9.]+) "
                            r"Batch \(t\): ([0-9.]+), ([0-9.eE+-]+)/s")
 
 
@@ -116,8 +126,9 @@ def brace_pattern(tars: list[str]) -> str:
     return str(folder / f"{{{names[0]}..{names[-1]}}}.tar")
 
 
-def ticlip_config(model: str, samples: int, batch_size: int, threads: int) -> dict:
-    """The repository's ``config.yaml``, validated (defaults filled), set up for one benchmark step."""
+def ticlip_config(model: str, samples: int, batch_size: int, threads: int, cache_mb: float | None = None) -> dict:
+    """The repository's ``config.yaml``, validated (defaults filled), set up for one benchmark step
+    (``cache_mb`` None: the config's ``train.cache_mb``)."""
     import yaml
     from snakemake.utils import validate
 
@@ -126,6 +137,8 @@ def ticlip_config(model: str, samples: int, batch_size: int, threads: int) -> di
     cfg["model"].update(name=model, pretrained=None)
     cfg["tic"]["steps"] = [STEP]
     cfg["train"].update(budget_samples=samples, batch_size=batch_size, threads=threads, log_every=1)
+    if cache_mb is not None:
+        cfg["train"]["cache_mb"] = cache_mb
     return cfg
 
 
@@ -160,12 +173,19 @@ def steady_rate(iter_times: list[tuple[int, int, float]], skip: int, batch_size:
             "seconds_measured": seconds, "iterations": len(iter_times)}
 
 
-def run_ticlip(work: Path, tars: list[str], args: argparse.Namespace, tag: str) -> dict:
-    """One ticlip training step in a fresh process; returns its steady-state throughput."""
-    run_dir = work / f"ticlip-{tag}"
+def ticlip_label(cache_mb: float | None, args: argparse.Namespace) -> str:
+    """The trainer name a ticlip run is reported under: ``ticlip``, or with its ``cache_mb`` when
+    several values are compared."""
+    return "ticlip" if len(args.cache_mb) == 1 else f"ticlip cache_mb={cache_mb:g}"
+
+
+def run_ticlip(work: Path, tars: list[str], args: argparse.Namespace, tag: str, cache_mb: float | None = None) -> dict:
+    """One ticlip training step in a fresh process (``cache_mb`` None: config.yaml's); returns its
+    steady-state throughput."""
+    run_dir = work / (f"ticlip-{tag}" if cache_mb is None else f"ticlip-{tag}-cache{cache_mb:g}")
     run_dir.mkdir()
-    spec = {"config": ticlip_config(args.model, args.samples, args.batch_size, args.threads),
-            "tars": tars, "out": str(run_dir)}
+    cfg = ticlip_config(args.model, args.samples, args.batch_size, args.threads, cache_mb)
+    spec = {"config": cfg, "tars": tars, "out": str(run_dir)}
     (run_dir / "spec.json").write_text(json.dumps(spec))
     wall = run_process([sys.executable, __file__, "--ticlip-worker", str(run_dir / "spec.json")],
                        args.threads, run_dir / "stdout.txt")
@@ -177,7 +197,8 @@ def run_ticlip(work: Path, tars: list[str], args: argparse.Namespace, tag: str) 
         assert it == prev_it + 1, "ticlip log is not per iteration (train.log_every must be 1)"
         iter_times.append((it, seen - prev_seen, (seen - prev_seen) / rate))
         prev_seen, prev_it = seen, it
-    return {"trainer": "ticlip", **steady_rate(iter_times, args.skip, args.batch_size), "wall_s": wall,
+    return {"trainer": ticlip_label(cache_mb, args), "cache_mb": cfg["train"]["cache_mb"],
+            **steady_rate(iter_times, args.skip, args.batch_size), "wall_s": wall,
             "per_iteration_s": [round(s, 5) for _, _, s in iter_times]}
 
 
@@ -196,8 +217,9 @@ def openclip_command(pattern: str, logs: Path, args: argparse.Namespace, cfg: di
     """The open_clip_train command line with the same settings as ticlip's training step."""
     tcfg = cfg["train"]
     return [sys.executable, "-c", OPENCLIP_WRAPPER, "--fused-adamw" if args.openclip_fused_adamw else "--stock",
-            "--train-data", pattern, "--dataset-type", "webdataset", "--train-num-samples", str(args.samples),
-            "--batch-size", str(args.batch_size), "--epochs", "1", "--workers", "0",
+            "--train-data", pattern, "--dataset-type", "webdataset",
+            "--train-num-samples", str(args.samples // args.passes),
+            "--batch-size", str(args.batch_size), "--epochs", str(args.passes), "--workers", "0",
             "--model", args.model, "--precision", "fp32", "--device", "cpu",
             "--lr", str(tcfg["lr"]), "--wd", str(tcfg["weight_decay"]), "--warmup", str(tcfg["warmup_iterations"]),
             # torch's AdamW defaults, which ticlip uses (open_clip_train's ViT defaults: 0.98, 1e-6)
@@ -214,10 +236,11 @@ def run_openclip(work: Path, pattern: str, args: argparse.Namespace, tag: str) -
     cfg = ticlip_config(args.model, args.samples, args.batch_size, args.threads)
     wall = run_process(openclip_command(pattern, run_dir / "logs", args, cfg), args.threads, run_dir / "stdout.txt")
     iter_times, data_times = [], []
+    per_epoch = args.samples // args.passes // args.batch_size
     for line in (run_dir / "logs" / "run" / "out.log").read_text().splitlines():
         if m := OPENCLIP_LINE.search(line):
-            seen, data_t, rate = int(m[1]), float(m[3]), float(m[5])
-            it = seen // args.batch_size
+            epoch, seen, data_t, rate = int(m[1]), int(m[2]), float(m[4]), float(m[6])
+            it = epoch * per_epoch + seen // args.batch_size
             iter_times.append((it, args.batch_size, args.batch_size / rate))  # rate = batch / this batch's time
             data_times.append((it, data_t))
     if [i for i, _, _ in iter_times] != list(range(1, len(iter_times) + 1)):
@@ -228,29 +251,33 @@ def run_openclip(work: Path, pattern: str, args: argparse.Namespace, tag: str) -
             "per_iteration_s": [round(s, 5) for _, _, s in iter_times]}
 
 
-def repeat_ratios(runs: list[dict]) -> list[float]:
-    """ticlip / open_clip_train samples/s of each repeat (the two runs made one after the other)."""
+def repeat_ratios(runs: list[dict], ours: str = "ticlip") -> list[float]:
+    """``ours`` / open_clip_train samples/s of each repeat (runs made one after the other)."""
     by_repeat = {}
     for r in runs:
         by_repeat.setdefault(r["repeat"], {})[r["trainer"]] = r["samples_per_s"]
-    return [v["ticlip"] / v["open_clip_train"] for _, v in sorted(by_repeat.items()) if len(v) == 2]
+    return [v[ours] / v["open_clip_train"] for _, v in sorted(by_repeat.items())
+            if ours in v and "open_clip_train" in v]
 
 
-def print_table(runs: list[dict], ours: float, theirs: float, args: argparse.Namespace) -> None:
-    """Per-run figures, medians and the ratio."""
+def print_table(runs: list[dict], medians: dict[str, float], args: argparse.Namespace) -> None:
+    """Per-run figures, medians and the ratio of each ticlip setting to open_clip_train."""
     print(f"\nmodel {args.model}, batch {args.batch_size}, {args.samples} samples/run "
-          f"({args.samples // args.batch_size} iterations, first {args.skip} skipped), threads {args.threads}, fp32 CPU")
-    print(f"{'repeat':>6}  {'trainer':<16} {'samples/s':>10} {'iters':>6} {'loop s':>8} {'process s':>10}")
+          f"({args.samples // args.batch_size} iterations, first {args.skip} skipped; {args.passes} pass(es) over "
+          f"{args.samples // args.passes} samples), threads {args.threads}, fp32 CPU")
+    width = max(16, *(len(t) for t in medians))
+    print(f"{'repeat':>6}  {'trainer':<{width}} {'samples/s':>10} {'iters':>6} {'loop s':>8} {'process s':>10}")
     for r in runs:
-        print(f"{r['repeat']:>6}  {r['trainer']:<16} {r['samples_per_s']:>10.1f} {r['iterations_measured']:>6} "
+        print(f"{r['repeat']:>6}  {r['trainer']:<{width}} {r['samples_per_s']:>10.1f} {r['iterations_measured']:>6} "
               f"{r['seconds_measured']:>8.2f} {r['wall_s']:>10.2f}")
-    print(f"median  {'ticlip':<16} {ours:>10.1f}")
-    print(f"median  {'open_clip_train':<16} {theirs:>10.1f}")
-    print("per-repeat ratios: " + ", ".join(f"{x:.2f}" for x in repeat_ratios(runs))
-          + " (a busy machine moves both sides; these pair the runs made next to each other)")
+    for trainer, median in medians.items():
+        print(f"median  {trainer:<{width}} {median:>10.1f}")
     opt = "fused (patched)" if args.openclip_fused_adamw else "torch default, not fused"
     print(f"optimiser: ticlip AdamW(fused=True); open_clip_train AdamW {opt}")
-    print(f"ratio (ticlip / open_clip_train) = {ours / theirs:.2f}")
+    for ours in (t for t in medians if t != "open_clip_train"):
+        print(f"{ours}: per-repeat ratios " + ", ".join(f"{x:.2f}" for x in repeat_ratios(runs, ours))
+              + " (a busy machine moves both sides; these pair the runs made next to each other)")
+        print(f"ratio ({ours} / open_clip_train) = {medians[ours] / medians['open_clip_train']:.2f}")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -266,9 +293,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--openclip-fused-adamw", action="store_true",
                    help="make open_clip_train's AdamW fused like ticlip's (patched in its process)")
     p.add_argument("--keep", help="work in this (new) folder and keep logs and shards instead of a temporary one")
+    p.add_argument("--passes", type=int, default=1,
+                   help="passes over the data: the shards hold --samples / passes samples (whole batches)")
+    p.add_argument("--cache-mb", type=float, nargs="+", default=[None], metavar="MB",
+                   help="ticlip's train.cache_mb (default: config.yaml's); several values: one ticlip run each per repeat")
     p.add_argument("--ticlip-worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    args.samples = math.ceil(args.samples / args.batch_size) * args.batch_size
+    if args.passes < 1:
+        p.error("--passes must be at least 1")
+    if any(mb is not None and mb < 0 for mb in args.cache_mb):
+        p.error("--cache-mb values must be >= 0")
+    if len(set(args.cache_mb)) != len(args.cache_mb):
+        p.error("--cache-mb values must differ")
+    args.samples = math.ceil(args.samples / args.passes / args.batch_size) * args.batch_size * args.passes
     if args.samples // args.batch_size <= args.skip:
         p.error(f"--samples gives {args.samples // args.batch_size} iterations, not more than --skip {args.skip}")
     return args
@@ -277,26 +314,33 @@ def parse_args(argv=None) -> argparse.Namespace:
 def benchmark(work: Path, args: argparse.Namespace) -> dict:
     """Make the shards, run the alternating repeats, print and return the results."""
     t0 = time.perf_counter()
-    tars = make_shards(work / "shards", args.samples)
-    print(f"{args.samples} samples in {len(tars)} shards written in {time.perf_counter() - t0:.1f} s", flush=True)
+    data = args.samples // args.passes
+    tars = make_shards(work / "shards", data)
+    print(f"{data} samples in {len(tars)} shards written in {time.perf_counter() - t0:.1f} s", flush=True)
     pattern = brace_pattern(tars)
     runs = []
+    trainers = [*args.cache_mb, "open_clip_train"]  # each cache_mb value stands for a ticlip run
     for r in range(args.repeats):
-        order = ("ticlip", "open_clip_train") if r % 2 == 0 else ("open_clip_train", "ticlip")
+        order = trainers if r % 2 == 0 else trainers[::-1]
         for trainer in order:
             tag = f"r{r}"
-            res = run_ticlip(work, tars, args, tag) if trainer == "ticlip" else run_openclip(work, pattern, args, tag)
+            res = (run_openclip(work, pattern, args, tag) if trainer == "open_clip_train"
+                   else run_ticlip(work, tars, args, tag, trainer))
             res["repeat"] = r + 1
             runs.append(res)
-            print(f"repeat {r + 1}/{args.repeats} {trainer:<16} {res['samples_per_s']:8.1f} samples/s "
+            print(f"repeat {r + 1}/{args.repeats} {res['trainer']:<16} {res['samples_per_s']:8.1f} samples/s "
                   f"(process {res['wall_s']:.1f} s)", flush=True)
-    ours = statistics.median(r["samples_per_s"] for r in runs if r["trainer"] == "ticlip")
-    theirs = statistics.median(r["samples_per_s"] for r in runs if r["trainer"] == "open_clip_train")
-    print_table(runs, ours, theirs, args)
-    return {"settings": {k: v for k, v in vars(args).items() if k not in ("ticlip_worker", "json", "keep")},
-            "environment": environment(), "runs": runs,
-            "median_samples_per_s": {"ticlip": ours, "open_clip_train": theirs}, "ratio": ours / theirs,
-            "repeat_ratios": repeat_ratios(runs)}
+    names = [ticlip_label(mb, args) for mb in args.cache_mb] + ["open_clip_train"]
+    medians = {t: statistics.median(r["samples_per_s"] for r in runs if r["trainer"] == t) for t in names}
+    print_table(runs, medians, args)
+    ratios = {t: medians[t] / medians["open_clip_train"] for t in names[:-1]}
+    summary = {"settings": {k: v for k, v in vars(args).items() if k not in ("ticlip_worker", "json", "keep")},
+               "environment": environment(), "runs": runs, "median_samples_per_s": medians}
+    if len(ratios) == 1:  # the record's shape before --cache-mb took several values
+        summary.update(ratio=ratios["ticlip"], repeat_ratios=repeat_ratios(runs))
+    else:
+        summary.update(ratios=ratios, repeat_ratios={t: repeat_ratios(runs, t) for t in ratios})
+    return summary
 
 
 def environment() -> dict:

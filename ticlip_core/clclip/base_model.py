@@ -68,7 +68,8 @@ def train_base(config: dict, *, shards: list[str], out_model: str, out_log: str,
     ctx = StepContext(method, 0, [BASE_STEP], model, tokenizer, config, device, forward_macs_per_sample=forward_macs)
     batches = train_batches(shards, batch_size=tcfg["batch_size"], pixels=pixels, tokenizer=tokenizer,
                             num_samples=budget, seed=seed, shuffle_buffer=tcfg["shuffle_buffer"], keep_keys=None,
-                            restricted_shards=set(), split=tcfg["data_split"], workers=tcfg["workers"])
+                            restricted_shards=set(), split=tcfg["data_split"], workers=tcfg["workers"],
+                            cache_mb=tcfg["cache_mb"])
     resume_path = Path(out_model).with_name("resume.pt")
     trained = train_loop(
         batches=batches, compute_loss=contrastive_batch_loss(forward, clip_loss(world), tcfg, device, world,

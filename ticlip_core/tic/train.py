@@ -113,7 +113,7 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
                             shuffle_buffer=tcfg["shuffle_buffer"],
                             keep_keys={k for keys in replay.values() for k in keys} if replay else None,
                             restricted_shards=replayed_shards, rank=world.rank, world_size=world.world_size,
-                            split=tcfg["data_split"], workers=tcfg["workers"])
+                            split=tcfg["data_split"], workers=tcfg["workers"], cache_mb=tcfg["cache_mb"])
     trained = train_loop(
         batches=batches, compute_loss=contrastive_batch_loss(forward, loss_fn, tcfg, device, world, forward_macs),
         method=method, ctx=ctx, model=model, optimizer=optimizer, settings=tcfg, device=device,
