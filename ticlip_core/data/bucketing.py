@@ -18,7 +18,6 @@ import pandas as pd
 import pyarrow as pa
 
 from ticlip_core.data.layout import split_index_digest, step_shards  # noqa: F401 (re-exported: the steps' layout)
-from ticlip_core.data.text_bytes import string_buffers
 from ticlip_core.data.timestamps import parse_timestamps
 
 SPLITS = ("train", "val", "test")
@@ -82,13 +81,13 @@ def key_hashes(keys: np.ndarray | list | pa.Array | pa.ChunkedArray) -> np.ndarr
     if isinstance(keys, (pa.Array, pa.ChunkedArray)):
         if keys.null_count:
             raise ValueError("key_hashes: the keys hold missing values")
-        starts, ends, data = string_buffers(keys)
-        raw = data.tobytes()
-        starts, ends = starts.tolist(), ends.tolist()
-        for lo in range(0, len(starts), _YIELD_EVERY):
-            for a, b in zip(starts[lo:lo + _YIELD_EVERY], ends[lo:lo + _YIELD_EVERY]):
+        if not (pa.types.is_string(keys.type) or pa.types.is_large_string(keys.type)):
+            raise TypeError(f"key_hashes: expected Arrow strings, got {keys.type}")
+        items = keys.cast(pa.large_binary()).to_pylist()   # the UTF-8 bytes, made by Arrow
+        for lo in range(0, len(items), _YIELD_EVERY):
+            for item in items[lo:lo + _YIELD_EVERY]:
                 h = fresh()
-                h.update(raw[a:b])
+                h.update(item)
                 out += h.digest()
             # let a thread waiting for the GIL have it now (it would wait up to
             # sys.getswitchinterval(), 5 ms, for each Arrow or NumPy call it makes)

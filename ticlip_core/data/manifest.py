@@ -100,12 +100,13 @@ def build_manifest(metadata: pd.DataFrame, *, steps: list[Step], columns: dict, 
         _set_reason(reason, _later_occurrences(ids, usable), "duplicate_id")
         _set_reason(reason, step_idx < 0, "outside_steps")
         keep = reason == 0
-        excluded = metadata.loc[~keep].reset_index(drop=True)
-        out = metadata.loc[keep].reset_index(drop=True)
+        excluded = _rows(metadata, ~keep)
+        out = _rows(metadata, keep)
         timestamps = iso_strings(ns[keep])
         hashes = hashing.result()
     split_idx = split_of_hashes(hashes[keep[maybe_kept]], val_fraction, test_fraction)
-    prepared = _prepared_frame(out, timestamps, sample_id[keep], steps, step_idx[keep], split_idx)
+    prepared = _prepared_frame(out, timestamps, _rows(sample_id.to_frame(), keep).iloc[:, 0], steps, step_idx[keep],
+                               split_idx)
     excluded["reason"] = np.array((None,) + REASONS, dtype=object)[reason[~keep]]
     is_refusal = np.isin(reason[~keep], [REASONS.index(r) + 1 for r in REFUSAL_REASONS])
     excluded["reason_detail"] = _str_series(details.take(pa.array(verdict_idx[~keep], mask=~is_refusal)))
@@ -160,6 +161,23 @@ def _refused_urls(urls: pa.Array, policy: UrlPolicy) -> tuple[np.ndarray, np.nda
     code_of = np.array([REASONS.index(v.reason) + 1 if v else 0 for v in verdicts] + [0], dtype=np.int8)
     details = pa.array([v.detail if v else None for v in verdicts], type=pa.large_string())
     return code_of[codes], codes, details
+
+
+def _rows(frame: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
+    """``frame.loc[mask].reset_index(drop=True)``; Arrow-backed string columns are filtered by
+    Arrow chunk by chunk (pandas' take first joins their chunks into one array)."""
+    arrow_mask = pa.array(mask)
+    columns = {}
+    for j in range(frame.shape[1]):
+        col = frame.iloc[:, j]
+        if isinstance(col.dtype, pd.StringDtype) and col.dtype.storage == "pyarrow":
+            kept = pc.filter(pa.array(col.array), arrow_mask)
+            columns[j] = pd.Series(col.dtype.construct_array_type()(kept), copy=False)
+        else:
+            columns[j] = col[mask].reset_index(drop=True)
+    out = pd.DataFrame(columns, index=pd.RangeIndex(int(mask.sum())))
+    out.columns = frame.columns
+    return out
 
 
 def _str_series(arr: pa.Array) -> pd.Series:

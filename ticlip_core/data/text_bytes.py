@@ -14,6 +14,7 @@ from numpy.lib.stride_tricks import as_strided
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)   # odd: multiplying by it permutes the 64-bit values
 _MIX2 = np.uint64(0xBF58476D1CE4E5B9)
+_BLOCK = 1 << 15
 
 
 def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -58,6 +59,14 @@ def value_hashes(starts: np.ndarray, ends: np.ndarray, data: np.ndarray, max_byt
 
     Equal values get equal hashes; different values almost always differ, so callers that
     need exactness compare the values of rows whose hashes collide."""
+    h = np.empty(len(starts), np.uint64)
+    for lo in range(0, len(starts), _BLOCK):   # blocks small enough for the temporaries to stay in cache
+        h[lo:lo + _BLOCK] = _block_hashes(starts[lo:lo + _BLOCK], ends[lo:lo + _BLOCK], data, max_bytes)
+    return h
+
+
+def _block_hashes(starts: np.ndarray, ends: np.ndarray, data: np.ndarray, max_bytes: int) -> np.ndarray:
+    """value_hashes of one block of values."""
     lengths = ends - starts
     h = lengths.astype(np.uint64) * _MIX
     longest = int(min(lengths.max(initial=0), max_bytes))

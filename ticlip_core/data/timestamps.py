@@ -78,8 +78,9 @@ def parse_timestamps(values: pd.Series, unit: str = "auto") -> tuple[pd.Series, 
     ISO dates such as ``"20150601"`` read as epoch seconds. Name the unit when a column can
     hold such values. Epoch nanoseconds are not supported (they read as out-of-range ms).
 
-    Columns of datetimes are taken as they are (naive ones as UTC). Vectorised: common
-    ISO-8601 shapes and numbers are parsed by Arrow kernels, rarer ISO-8601 shapes by pandas.
+    Columns of datetimes are taken as they are (naive ones as UTC). Vectorised: the usual
+    ``YYYY-MM-DDTHH:MM:SS`` shapes (naive, ``Z``, ``+hh:mm``) are read byte by byte in NumPy,
+    other common ISO-8601 shapes and numbers by Arrow kernels, rarer ISO-8601 shapes by pandas.
     """
     if unit not in UNITS:
         raise ValueError(f"timestamp unit '{unit}' is not one of {', '.join(UNITS)}")

@@ -65,7 +65,7 @@ _BAD_AUTHORITY_CHAR = re.compile(r"[\x00-\x20\x7f\\]")
 _NAME = re.compile(r"[a-z0-9_\-]+(\.[a-z0-9_\-]+)*")
 _NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
 # scheme and authority: everything the verdict depends on (RFC 3986 appendix B; urllib and
-# urlsplit split the authority at the same characters)
+# urlsplit split the authority at the same characters). url_prefixes finds this group in NumPy.
 _PREFIX = r"(?s)^(?P<prefix>[^/?#]*(?://[^/?#]*)?)"
 _BLOCK = 1 << 15
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
