@@ -81,35 +81,34 @@ def build_manifest(metadata: pd.DataFrame, *, steps: list[Step], columns: dict, 
         ts_reasons = ((MISSING, missing), (UNPARSEABLE, ns == NAT))
     step_idx = _step_index(ns, steps)
 
-    # The splits hash every row that may be kept (all but refused URLs and repeated ids) in a
-    # second thread, while this one checks the URLs and ids: the hash is a Python loop that
-    # holds the GIL, the checks are Arrow and NumPy kernels that release it.
-    maybe_kept = np.flatnonzero(~url_blank & ~id_blank & (ns != NAT) & (step_idx >= 0))
+    # reason per row as an index into (None,) + REASONS; 0 = no reason (yet)
+    reason = np.zeros(n, np.int8)
+    _set_reason(reason, url_blank, "missing_url")
+    refused, verdict_idx, details = _refused_urls(urls, policy)
+    free = reason == 0
+    reason[free] = refused[free]
+    _set_reason(reason, id_blank, "missing_id")
+    for name, mask in ts_reasons:
+        _set_reason(reason, mask, name)
+    usable = reason == 0
+    _set_reason(reason, _later_occurrences(ids, usable), "duplicate_id")
+    _set_reason(reason, step_idx < 0, "outside_steps")
+    keep = reason == 0
+
+    # The split hash is a Python loop that holds the GIL; it runs in a second thread while
+    # this one copies the rows into the two tables with Arrow and NumPy, which release it.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        hashing = pool.submit(key_hashes, ids.take(maybe_kept))
-        # reason per row as an index into (None,) + REASONS; 0 = no reason (yet)
-        reason = np.zeros(n, np.int8)
-        _set_reason(reason, url_blank, "missing_url")
-        refused, verdict_idx, details = _refused_urls(urls, policy)
-        free = reason == 0
-        reason[free] = refused[free]
-        _set_reason(reason, id_blank, "missing_id")
-        for name, mask in ts_reasons:
-            _set_reason(reason, mask, name)
-        usable = reason == 0
-        _set_reason(reason, _later_occurrences(ids, usable), "duplicate_id")
-        _set_reason(reason, step_idx < 0, "outside_steps")
-        keep = reason == 0
+        hashing = pool.submit(key_hashes, ids.filter(pa.array(keep)))
         excluded = _rows(metadata, ~keep)
         out = _rows(metadata, keep)
+        excluded["reason"] = np.array((None,) + REASONS, dtype=object)[reason[~keep]]
+        is_refusal = np.isin(reason[~keep], [REASONS.index(r) + 1 for r in REFUSAL_REASONS])
+        excluded["reason_detail"] = _str_series(details.take(pa.array(verdict_idx[~keep], mask=~is_refusal)))
         timestamps = iso_strings(ns[keep])
+        kept_ids = _rows(sample_id.to_frame(), keep).iloc[:, 0]
         hashes = hashing.result()
-    split_idx = split_of_hashes(hashes[keep[maybe_kept]], val_fraction, test_fraction)
-    prepared = _prepared_frame(out, timestamps, _rows(sample_id.to_frame(), keep).iloc[:, 0], steps, step_idx[keep],
-                               split_idx)
-    excluded["reason"] = np.array((None,) + REASONS, dtype=object)[reason[~keep]]
-    is_refusal = np.isin(reason[~keep], [REASONS.index(r) + 1 for r in REFUSAL_REASONS])
-    excluded["reason_detail"] = _str_series(details.take(pa.array(verdict_idx[~keep], mask=~is_refusal)))
+    split_idx = split_of_hashes(hashes, val_fraction, test_fraction)
+    prepared = _prepared_frame(out, timestamps, kept_ids, steps, step_idx[keep], split_idx)
     assert len(prepared) + len(excluded) == n, "build_manifest lost rows"
 
     usable_ns = ns[usable]
