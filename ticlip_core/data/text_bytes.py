@@ -20,7 +20,8 @@ _BLOCK = 1 << 15
 def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(starts, ends, data)`` of a string, large_string, binary or large_binary array: the
     bytes of value ``i`` are ``data[starts[i]:ends[i]]`` (a null value is whatever range its
-    offsets give, usually empty: callers mask nulls). No copy is made."""
+    offsets give, usually empty: callers mask nulls). The buffers are read in place (a
+    ChunkedArray is first combined into one array)."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
