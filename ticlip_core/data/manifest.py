@@ -69,22 +69,26 @@ def build_manifest(metadata: pd.DataFrame, *, steps: list[Step], columns: dict, 
     _check_config(metadata, steps, columns, ts_col, unit, key_to_year, val_fraction, test_fraction)
     n = len(metadata)
     urls = arrow_strings(metadata[url_col])
-    sample_id = key_strings(metadata[id_col] if id_col else metadata[url_col])
-    ids = arrow_strings(sample_id)
-    url_blank = blank(urls)
-    id_blank = blank(ids) if id_col else np.zeros(n, bool)
-    if key_to_year is not None:
-        ns = _timestamps_from_keys(metadata[id_col], sample_id, key_to_year)
-        ts_reasons = (("no_year_for_key", ns == NAT),)
-    else:
-        ns, missing = parse_to_ns(metadata[ts_col], unit)
-        ts_reasons = ((MISSING, missing), (UNPARSEABLE, ns == NAT))
-    step_idx = _step_index(ns, steps)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # Arrow and NumPy kernels release the GIL: the URLs are checked in a second thread
+        # while this one reads the ids and timestamps
+        checking = pool.submit(_refused_urls, urls, policy)
+        sample_id = key_strings(metadata[id_col] if id_col else metadata[url_col])
+        ids = arrow_strings(sample_id)
+        url_blank = blank(urls)
+        id_blank = blank(ids) if id_col else np.zeros(n, bool)
+        if key_to_year is not None:
+            ns = _timestamps_from_keys(metadata[id_col], sample_id, key_to_year)
+            ts_reasons = (("no_year_for_key", ns == NAT),)
+        else:
+            ns, missing = parse_to_ns(metadata[ts_col], unit)
+            ts_reasons = ((MISSING, missing), (UNPARSEABLE, ns == NAT))
+        step_idx = _step_index(ns, steps)
+        refused, verdict_idx, details = checking.result()
 
     # reason per row as an index into (None,) + REASONS; 0 = no reason (yet)
     reason = np.zeros(n, np.int8)
     _set_reason(reason, url_blank, "missing_url")
-    refused, verdict_idx, details = _refused_urls(urls, policy)
     free = reason == 0
     reason[free] = refused[free]
     _set_reason(reason, id_blank, "missing_id")
