@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,6 @@ from ticlip_core.data.layout import split_index_digest, step_shards  # noqa: F40
 from ticlip_core.data.timestamps import parse_timestamps
 
 SPLITS = ("train", "val", "test")
-_YIELD_EVERY = 2048   # keys hashed between two offers of the GIL (see key_hashes)
 _STEP_RE = re.compile(r"^(\d{4})(?:-(\d{4}))?$")
 
 
@@ -84,19 +82,12 @@ def key_hashes(keys: np.ndarray | list | pa.Array | pa.ChunkedArray) -> np.ndarr
         if not (pa.types.is_string(keys.type) or pa.types.is_large_string(keys.type)):
             raise TypeError(f"key_hashes: expected Arrow strings, got {keys.type}")
         items = keys.cast(pa.large_binary()).to_pylist()   # the UTF-8 bytes, made by Arrow
-        for lo in range(0, len(items), _YIELD_EVERY):
-            for item in items[lo:lo + _YIELD_EVERY]:
-                h = fresh()
-                h.update(item)
-                out += h.digest()
-            # let a thread waiting for the GIL have it now (it would wait up to
-            # sys.getswitchinterval(), 5 ms, for each Arrow or NumPy call it makes)
-            time.sleep(0)
     else:
-        for k in keys:
-            h = fresh()
-            h.update(str(k).encode())
-            out += h.digest()
+        items = (str(k).encode() for k in keys)
+    for item in items:
+        h = fresh()
+        h.update(item)
+        out += h.digest()
     return np.frombuffer(bytes(out), dtype=">u8")
 
 
