@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ticlip_core.data.layout import split_index_digest, step_shards  # noqa: F401 (re-exported: the steps' layout)
 from ticlip_core.data.timestamps import parse_timestamps
@@ -58,16 +59,41 @@ def split_of_key(key: str, val_fraction: float, test_fraction: float) -> str:
     return "train"
 
 
-def split_indices(keys: np.ndarray | list, val_fraction: float, test_fraction: float) -> np.ndarray:
+def split_indices(keys: np.ndarray | list | pa.Array | pa.ChunkedArray, val_fraction: float,
+                  test_fraction: float) -> np.ndarray:
     """Index into ``SPLITS`` (0 train, 1 val, 2 test) of each key; equal to ``split_of_key``.
 
     The same blake2b hash as split_of_key, with the thresholds applied in NumPy. uint64 ->
     float64 rounds to nearest like Python's int/int division, and dividing by 2**64 is exact,
     so every key gets the same split.
     """
-    blake2b = hashlib.blake2b
-    digests = b"".join([blake2b(str(k).encode(), digest_size=8).digest() for k in keys])
-    u = np.frombuffer(digests, dtype=">u8").astype(np.float64) / 2.0**64
+    return split_of_hashes(key_hashes(keys), val_fraction, test_fraction)
+
+
+def key_hashes(keys: np.ndarray | list | pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Each key's 8-byte blake2b digest (of ``str(key).encode()``, as ``split_of_key``) as a
+    big-endian uint64. An Arrow string array (no nulls) is hashed from its UTF-8 bytes, which
+    are ``str(k).encode()`` of its values, without making a Python str per key."""
+    fresh = hashlib.blake2b(digest_size=8).copy   # copying a fresh state is cheaper than the constructor
+    out = bytearray()
+    if isinstance(keys, (pa.Array, pa.ChunkedArray)):
+        if keys.null_count:
+            raise ValueError("key_hashes: the keys hold missing values")
+        if not (pa.types.is_string(keys.type) or pa.types.is_large_string(keys.type)):
+            raise TypeError(f"key_hashes: expected Arrow strings, got {keys.type}")
+        items = keys.cast(pa.large_binary()).to_pylist()   # the UTF-8 bytes, made by Arrow
+    else:
+        items = (str(k).encode() for k in keys)
+    for item in items:
+        h = fresh()
+        h.update(item)
+        out += h.digest()
+    return np.frombuffer(bytes(out), dtype=">u8")
+
+
+def split_of_hashes(hashes: np.ndarray, val_fraction: float, test_fraction: float) -> np.ndarray:
+    """``split_indices`` from the keys' ``key_hashes``."""
+    u = hashes.astype(np.float64) / 2.0**64
     out = np.zeros(len(u), np.int8)
     out[u < test_fraction + val_fraction] = 1
     out[u < test_fraction] = 2

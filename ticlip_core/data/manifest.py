@@ -9,7 +9,9 @@ runs and matches the bucketing of synthetic data.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +19,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ticlip_core.data.bucketing import SPLITS, Step, split_indices
-from ticlip_core.data.timestamps import (MISSING, NAT, STR_DTYPE, UNITS, UNPARSEABLE, arrow_strings, key_strings, np_bool,
-                         parse_to_ns, years_to_timestamps)
+from ticlip_core.data.bucketing import SPLITS, Step, key_hashes, split_of_hashes
+from ticlip_core.data.text_bytes import blank, string_buffers, value_hashes
+from ticlip_core.data.timestamps import (MISSING, NAT, STR_DTYPE, UNITS, UNPARSEABLE, YEAR_MAX, YEAR_MIN, arrow_strings,
+                                         key_strings, parse_to_ns, years_to_timestamps)
 from ticlip_core.data.uid_years import read_key_year_table, read_uid_year_files, years_of_uids
 from ticlip_core.data.url_policy import REFUSAL_REASONS, UrlPolicy, refusal_codes
 
@@ -29,6 +32,8 @@ REASONS = ("missing_url", *REFUSAL_REASONS, "missing_id", MISSING, UNPARSEABLE, 
 ADDED_COLUMNS = ("timestamp", "sample_id", "step", "split")
 _UID_FILE_SUFFIXES = (".npy",)
 _TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv")
+_YEAR_STARTS_NS = np.arange(YEAR_MIN - 1970, YEAR_MAX + 2 - 1970).astype("M8[Y]").astype("M8[ns]").view(np.int64)
+_TABLE_DAY0 = int(_YEAR_STARTS_NS[0] // (86400 * 10**9))
 
 
 def build_manifest(metadata: pd.DataFrame, *, steps: list[Step], columns: dict, timestamp: dict,
@@ -63,43 +68,56 @@ def build_manifest(metadata: pd.DataFrame, *, steps: list[Step], columns: dict, 
     ts_col, unit, key_to_year = timestamp.get("column"), timestamp.get("unit") or "auto", timestamp.get("key_to_year")
     _check_config(metadata, steps, columns, ts_col, unit, key_to_year, val_fraction, test_fraction)
     n = len(metadata)
+    urls = arrow_strings(metadata[url_col])
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # Arrow and NumPy kernels release the GIL: the URLs are checked in a second thread
+        # while this one reads the ids and timestamps
+        checking = pool.submit(_refused_urls, urls, policy)
+        sample_id = key_strings(metadata[id_col] if id_col else metadata[url_col])
+        ids = arrow_strings(sample_id)
+        url_blank = blank(urls)
+        id_blank = blank(ids) if id_col else np.zeros(n, bool)
+        if key_to_year is not None:
+            ns = _timestamps_from_keys(metadata[id_col], sample_id, key_to_year)
+            ts_reasons = (("no_year_for_key", ns == NAT),)
+        else:
+            ns, missing = parse_to_ns(metadata[ts_col], unit)
+            ts_reasons = ((MISSING, missing), (UNPARSEABLE, ns == NAT))
+        step_idx = _step_index(ns, steps)
+        refused, verdict_idx, details = checking.result()
+
     # reason per row as an index into (None,) + REASONS; 0 = no reason (yet)
     reason = np.zeros(n, np.int8)
-
-    urls = arrow_strings(metadata[url_col])
-    _set_reason(reason, _blank(urls), "missing_url")
-    refused, detail = _refused_urls(urls, policy)
+    _set_reason(reason, url_blank, "missing_url")
     free = reason == 0
     reason[free] = refused[free]
-    sample_id = key_strings(metadata[id_col] if id_col else metadata[url_col])
-    if id_col:
-        _set_reason(reason, _blank(arrow_strings(sample_id)), "missing_id")
-
-    if key_to_year is not None:
-        ns = _timestamps_from_keys(metadata[id_col], sample_id, key_to_year)
-        _set_reason(reason, ns == NAT, "no_year_for_key")
-    else:
-        ns, missing = parse_to_ns(metadata[ts_col], unit)
-        _set_reason(reason, missing, MISSING)
-        _set_reason(reason, ns == NAT, UNPARSEABLE)
-
+    _set_reason(reason, id_blank, "missing_id")
+    for name, mask in ts_reasons:
+        _set_reason(reason, mask, name)
     usable = reason == 0
-    year = _years(ns)
-    _set_reason(reason, _later_occurrences(sample_id, usable), "duplicate_id")
-    step_idx = _step_index(year, steps)
+    _set_reason(reason, _later_occurrences(ids, usable), "duplicate_id")
     _set_reason(reason, step_idx < 0, "outside_steps")
     keep = reason == 0
 
-    kept_ids = sample_id[keep]
-    split_idx = split_indices(kept_ids.to_numpy(dtype=object), val_fraction, test_fraction)
-    prepared = _prepared_frame(metadata, keep, ns[keep], kept_ids, steps, step_idx[keep], split_idx)
-    excluded = metadata.loc[~keep].reset_index(drop=True)
-    excluded["reason"] = np.array((None,) + REASONS, dtype=object)[reason[~keep]]
-    is_refusal = np.isin(reason[~keep], [REASONS.index(r) + 1 for r in REFUSAL_REASONS])
-    excluded["reason_detail"] = pd.Series(np.where(is_refusal, detail[~keep], None), dtype=STR_DTYPE)
+    # The split hash is a Python loop that holds the GIL; it runs in a second thread while
+    # this one copies the rows into the two tables with Arrow and NumPy, which release it.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hashing = pool.submit(key_hashes, ids.filter(pa.array(keep)))
+        excluded = _rows(metadata, ~keep)
+        out = _rows(metadata, keep)
+        excluded["reason"] = np.array((None,) + REASONS, dtype=object)[reason[~keep]]
+        is_refusal = np.isin(reason[~keep], [REASONS.index(r) + 1 for r in REFUSAL_REASONS])
+        excluded["reason_detail"] = _str_series(details.take(pa.array(verdict_idx[~keep], mask=~is_refusal)))
+        timestamps = iso_strings(ns[keep])
+        kept_ids = _rows(sample_id.to_frame(), keep).iloc[:, 0]
+        hashes = hashing.result()
+    split_idx = split_of_hashes(hashes, val_fraction, test_fraction)
+    prepared = _prepared_frame(out, timestamps, kept_ids, steps, step_idx[keep], split_idx)
     assert len(prepared) + len(excluded) == n, "build_manifest lost rows"
 
-    summary = _summary(n, reason, steps, step_idx[keep], split_idx, year[usable])
+    usable_ns = ns[usable]
+    years_found = _years(np.array([usable_ns.min(), usable_ns.max()])) if len(usable_ns) else None
+    summary = _summary(n, reason, steps, step_idx[keep], split_idx, years_found)
     summary["url_policy"] = policy.as_dict()
     _check_steps_have_data(summary)
     return prepared, excluded, summary
@@ -139,19 +157,35 @@ def _check_config(metadata: pd.DataFrame, steps: list[Step], columns: dict, ts_c
                          "which the manifest adds; rename them first")
 
 
-def _blank(arr: pa.Array) -> np.ndarray:
-    """Null, empty or whitespace-only strings."""
-    trimmed = pc.utf8_trim_whitespace(arr)
-    return np_bool(pc.or_kleene(pc.is_null(trimmed), pc.equal(pc.utf8_length(trimmed), 0)))
-
-
-def _refused_urls(urls: pa.Array, policy: UrlPolicy) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: the REASONS code (+1; 0 = allowed or missing) and the detail of a refused URL."""
+def _refused_urls(urls: pa.Array, policy: UrlPolicy) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+    """Per row the REASONS code (+1; 0 = allowed or missing) and the index of its URL's verdict
+    (-1 for a missing URL) into the third value, the verdicts' details (null for allowed)."""
     codes, verdicts = refusal_codes(urls, policy)
     code_of = np.array([REASONS.index(v.reason) + 1 if v else 0 for v in verdicts] + [0], dtype=np.int8)
-    detail_of = np.empty(len(verdicts) + 1, dtype=object)
-    detail_of[:len(verdicts)] = [v.detail if v else None for v in verdicts]
-    return code_of[codes], detail_of[codes]
+    details = pa.array([v.detail if v else None for v in verdicts], type=pa.large_string())
+    return code_of[codes], codes, details
+
+
+def _rows(frame: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
+    """``frame.loc[mask].reset_index(drop=True)``; Arrow-backed string columns are filtered by
+    Arrow chunk by chunk (pandas' take first joins their chunks into one array)."""
+    arrow_mask = pa.array(mask)
+    columns = {}
+    for j in range(frame.shape[1]):
+        col = frame.iloc[:, j]
+        if isinstance(col.dtype, pd.StringDtype) and col.dtype.storage == "pyarrow":
+            kept = pc.filter(pa.array(col.array), arrow_mask)
+            columns[j] = pd.Series(col.dtype.construct_array_type()(kept), copy=False)
+        else:
+            columns[j] = col[mask].reset_index(drop=True)
+    out = pd.DataFrame(columns, index=pd.RangeIndex(int(mask.sum())))
+    out.columns = frame.columns
+    return out
+
+
+def _str_series(arr: pa.Array) -> pd.Series:
+    """An Arrow string array as a ``STR_DTYPE`` Series (nulls as NaN)."""
+    return pa.table({"s": arr}).to_pandas(types_mapper={pa.string(): STR_DTYPE, pa.large_string(): STR_DTYPE}.get)["s"]
 
 
 def _set_reason(reason: np.ndarray, mask: np.ndarray, name: str) -> None:
@@ -159,13 +193,22 @@ def _set_reason(reason: np.ndarray, mask: np.ndarray, name: str) -> None:
     reason[mask & (reason == 0)] = REASONS.index(name) + 1
 
 
-def _later_occurrences(sample_id: pd.Series, among: np.ndarray) -> np.ndarray:
-    """Rows of ``among`` whose id already appeared in an earlier row of ``among``."""
-    codes, _ = pd.factorize(sample_id[among])
-    first = np.zeros(len(codes), bool)
-    first[np.unique(codes, return_index=True)[1]] = True
-    later = np.zeros(len(sample_id), bool)
-    later[among] = ~first
+def _later_occurrences(ids: pa.Array, among: np.ndarray) -> np.ndarray:
+    """Rows of ``among`` whose id already appeared in an earlier row of ``among``.
+
+    Only rows whose id hash repeats can repeat an id; their ids are compared exactly."""
+    rows = np.flatnonzero(among)
+    starts, ends, data = string_buffers(ids)
+    hashes = value_hashes(starts[rows], ends[rows], data)
+    ordered = np.sort(hashes)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    rows = rows[np.isin(hashes, repeated)] if len(repeated) else rows[:0]
+    later = np.zeros(len(among), bool)
+    if len(rows):
+        codes, _ = pd.factorize(pd.Series(ids.take(rows).to_numpy(zero_copy_only=False), dtype=object))
+        first = np.zeros(len(codes), bool)
+        first[np.unique(codes, return_index=True)[1]] = True
+        later[rows[~first]] = True
     return later
 
 
@@ -193,35 +236,62 @@ def _is_uid_file_source(source) -> bool:
                      f"a {{year: path}} mapping, or a key/year table ({', '.join(_TABLE_SUFFIXES)})")
 
 
-def _years(ns: np.ndarray) -> np.ndarray:
-    """Calendar year (UTC) of epoch nanoseconds; meaningless where ns is NaT (callers mask)."""
-    return ns.view("M8[ns]").astype("M8[Y]").astype(np.int64) + 1970
+def _years(ns: np.ndarray) -> list[int]:
+    """Calendar years (UTC) of epoch nanoseconds in YEAR_MIN..YEAR_MAX."""
+    return [int(y) for y in np.searchsorted(_YEAR_STARTS_NS, ns, side="right") - 1 + YEAR_MIN]
 
 
-def _step_index(year: np.ndarray, steps: list[Step]) -> np.ndarray:
-    """Index of the step containing each year, -1 for none (steps are ordered and disjoint)."""
-    starts = np.array([s.start for s in steps])
-    ends = np.array([s.end for s in steps])
-    idx = np.searchsorted(starts, year, side="right") - 1
-    inside = (idx >= 0) & (year <= ends[np.maximum(idx, 0)])
+def _step_index(ns: np.ndarray, steps: list[Step]) -> np.ndarray:
+    """Index of the step containing each instant (epoch ns), -1 for none and for NAT (steps
+    are ordered and disjoint). A step's years are the instants from Jan 1 of its first year
+    to Jan 1 after its last; usable instants lie in YEAR_MIN..YEAR_MAX, so clipping the
+    bounds to those years changes no answer and keeps them within datetime64[ns]."""
+    def jan1(years: list[int]) -> np.ndarray:
+        return _YEAR_STARTS_NS[np.clip(years, YEAR_MIN, YEAR_MAX + 1) - YEAR_MIN]
+
+    starts, ends = jan1([s.start for s in steps]), jan1([s.end + 1 for s in steps])
+    idx = np.searchsorted(starts, ns, side="right") - 1
+    inside = (idx >= 0) & (ns < ends[np.maximum(idx, 0)])
     return np.where(inside, idx, -1)
 
 
 def iso_strings(ns: np.ndarray) -> pd.Series:
     """Epoch nanoseconds -> ``YYYY-MM-DDTHH:MM:SSZ`` strings (``STR_DTYPE``), truncated to whole seconds."""
-    secs = pa.array(np.floor_divide(ns, 10**9).view("M8[s]"), type=pa.timestamp("s"))
-    text = pc.replace_substring(pc.cast(secs, pa.string()), " ", "T", max_replacements=1)
-    text = pc.binary_join_element_wise(text, "Z", "")
-    return pa.table({"t": text}).to_pandas(types_mapper={pa.string(): STR_DTYPE}.get)["t"]
+    secs = np.floor_divide(ns, 10**9)
+    days = np.floor_divide(secs, 86400)
+    dates, times = _iso_tables()
+    if len(ns) and (days.min() < _TABLE_DAY0 or days.max() >= _TABLE_DAY0 + len(dates)):
+        # outside the years of the tables: Arrow writes it
+        text = pc.cast(pa.array(secs.view("M8[s]"), type=pa.timestamp("s")), pa.string())
+        text = pc.binary_join_element_wise(pc.replace_substring(text, " ", "T", max_replacements=1), "Z", "")
+    else:
+        buf = np.empty((len(ns), 20), np.uint8)
+        buf[:, :10] = dates[days - _TABLE_DAY0]
+        buf[:, 10] = ord("T")
+        buf[:, 11:19] = times[secs - days * 86400]
+        buf[:, 19] = ord("Z")
+        offsets = np.arange(0, 20 * len(ns) + 1, 20, dtype=np.int64)
+        text = pa.LargeStringArray.from_buffers(len(ns), pa.py_buffer(offsets), pa.py_buffer(buf))
+    return _str_series(text)
 
 
-def _prepared_frame(metadata: pd.DataFrame, keep: np.ndarray, ns: np.ndarray, sample_id: pd.Series,
-                    steps: list[Step], step_idx: np.ndarray, split_idx: np.ndarray) -> pd.DataFrame:
-    """The kept rows with timestamp, sample_id, step and split added."""
-    out = metadata.loc[keep].reset_index(drop=True)
+@functools.cache
+def _iso_tables() -> tuple[np.ndarray, np.ndarray]:
+    """``YYYY-MM-DD`` of each day of YEAR_MIN..YEAR_MAX (from day _TABLE_DAY0) and ``HH:MM:SS`` of
+    each second of a day, as rows of bytes: iso_strings copies two rows per value."""
+    days = np.arange(_TABLE_DAY0, _YEAR_STARTS_NS[-1] // (86400 * 10**9)).astype("M8[D]")
+    dates = np.frombuffer(np.datetime_as_string(days).astype("S10").tobytes(), np.uint8).reshape(-1, 10)
+    clock = np.datetime_as_string(np.arange(86400).astype("M8[s]"), unit="s").astype("S19")
+    times = np.frombuffer(clock.tobytes(), np.uint8).reshape(-1, 19)[:, 11:]
+    return dates, np.ascontiguousarray(times)
+
+
+def _prepared_frame(out: pd.DataFrame, timestamps: pd.Series, sample_id: pd.Series, steps: list[Step],
+                    step_idx: np.ndarray, split_idx: np.ndarray) -> pd.DataFrame:
+    """The kept rows ``out`` with timestamp, sample_id, step and split added."""
     if "timestamp" in out.columns:
         out = out.rename(columns={"timestamp": "timestamp_raw"})
-    out["timestamp"] = iso_strings(ns)
+    out["timestamp"] = timestamps
     out["sample_id"] = sample_id.reset_index(drop=True)
     out["step"] = np.array([s.name for s in steps], dtype=object)[step_idx]
     out["split"] = np.array(SPLITS, dtype=object)[split_idx]
@@ -229,7 +299,7 @@ def _prepared_frame(metadata: pd.DataFrame, keep: np.ndarray, ns: np.ndarray, sa
 
 
 def _summary(n: int, reason: np.ndarray, steps: list[Step], step_idx: np.ndarray, split_idx: np.ndarray,
-             usable_years: np.ndarray) -> dict:
+             years_found: list[int] | None) -> dict:
     """Counts per reason and per (step, split); they add up to ``n``."""
     counts = np.bincount(step_idx * len(SPLITS) + split_idx, minlength=len(steps) * len(SPLITS))
     counts = counts.reshape(len(steps), len(SPLITS))
@@ -240,7 +310,7 @@ def _summary(n: int, reason: np.ndarray, steps: list[Step], step_idx: np.ndarray
         "excluded": {r: int(c) for r, c in zip(REASONS, per_reason)},
         "steps": {s.name: {"rows": int(c.sum()), **{sp: int(v) for sp, v in zip(SPLITS, c)}}
                   for s, c in zip(steps, counts)},
-        "years_found": [int(usable_years.min()), int(usable_years.max())] if len(usable_years) else None,
+        "years_found": years_found,
     }
     if summary["rows_prepared"] + sum(summary["excluded"].values()) != n:
         raise AssertionError(f"build_manifest: counts do not add up: {summary}")

@@ -13,6 +13,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ticlip_core.data.text_bytes import blank, string_buffers, trim_whitespace, windows
+
 UNITS = ("auto", "iso", "s", "ms", "year")
 YEAR_MIN, YEAR_MAX = 1900, 2100
 MISSING = "missing_timestamp"
@@ -35,6 +37,19 @@ _ISO_NAIVE_RE = rf"^{_DATE}(?:{_TIME})?$"
 _ISO_AWARE_RE = rf"^{_DATE}{_TIME}(?:Z|[+-](?:[01]\d|2[0-3])(?::?[0-5]\d)?)$"
 # Any string that ends in a UTC offset after a time; see _iso_to_ns for why this matters.
 _ENDS_WITH_OFFSET_RE = r"^\S*[Tt ]\S*\d(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
+# The shapes of nearly all real ISO-8601 timestamps, recognised and parsed byte by byte in
+# NumPy (_fixed_iso_to_ns): YYYY-MM-DD[T ]hh:mm:ss followed by nothing (19 bytes), Z (20 bytes)
+# or +hh:mm / -hh:mm (25 bytes). Each is a case of _ISO_NAIVE_RE or _ISO_AWARE_RE.
+_FIXED_WIDTH = 25
+_BLOCK = 1 << 15
+_FIXED_TEMPLATE = np.frombuffer(b"0000-00-00T00:00:00\0\0\0\0\0", np.uint8)
+_FIXED_MAX = np.frombuffer(b"\x09\x09\x09\x09\x00\x09\x09\x00\x09\x09\x00\x09\x09\x00\x09\x09\x00\x09\x09"
+                           b"\xff\xff\xff\xff\xff", np.uint8)
+_OFFSET_TEMPLATE = np.frombuffer(b"+00:00", np.uint8)
+_OFFSET_MAX = np.frombuffer(b"\x00\x09\x09\x00\x09\x09", np.uint8)
+# Day number (since 1970-01-01) of the first day, and the length, of each month YEAR_MIN..YEAR_MAX
+_MONTHS = np.arange((YEAR_MIN - 1970) * 12, (YEAR_MAX + 1 - 1970) * 12 + 1).astype("M8[M]").astype("M8[D]").astype(np.int64)
+_MONTH_FIRST_DAY, _MONTH_DAYS = _MONTHS[:-1], np.diff(_MONTHS)
 
 # --------------------------------------------------------------------------- timestamps
 
@@ -63,8 +78,9 @@ def parse_timestamps(values: pd.Series, unit: str = "auto") -> tuple[pd.Series, 
     ISO dates such as ``"20150601"`` read as epoch seconds. Name the unit when a column can
     hold such values. Epoch nanoseconds are not supported (they read as out-of-range ms).
 
-    Columns of datetimes are taken as they are (naive ones as UTC). Vectorised: common
-    ISO-8601 shapes and numbers are parsed by Arrow kernels, rarer ISO-8601 shapes by pandas.
+    Columns of datetimes are taken as they are (naive ones as UTC). Vectorised: the usual
+    ``YYYY-MM-DDTHH:MM:SS`` shapes (naive, ``Z``, ``+hh:mm``) are read byte by byte in NumPy,
+    other common ISO-8601 shapes and numbers by Arrow kernels, rarer ISO-8601 shapes by pandas.
     """
     if unit not in UNITS:
         raise ValueError(f"timestamp unit '{unit}' is not one of {', '.join(UNITS)}")
@@ -146,12 +162,20 @@ def _scaled_to_ns(v: np.ndarray, ns_per_unit: int) -> np.ndarray:
 
 def _strings_to_ns(arr: pa.Array, unit: str) -> tuple[np.ndarray, np.ndarray]:
     """A string array (nulls allowed) as UTC nanoseconds and its missing mask."""
-    s = pc.utf8_trim_whitespace(arr)
-    missing = np_bool(pc.or_kleene(pc.is_null(s), pc.equal(pc.utf8_length(s), 0)))
+    s = trim_whitespace(arr)
+    missing = blank(s)
     ns = np.full(len(s), NAT, np.int64)
     rest = ~missing
-    if unit != "iso":
-        numeric = rest & np_bool(pc.match_substring_regex(s, _NUMBER_RE))
+    if unit in ("auto", "iso") and rest.any():
+        fixed, fixed_ns = _fixed_iso_to_ns(s, rest)
+        ns[fixed] = fixed_ns[fixed]
+        rest &= ~fixed
+    if unit != "iso" and rest.any():
+        # all-digit strings match _NUMBER_RE; only the others need the regex
+        numeric = rest & np_bool(pc.ascii_is_decimal(s))
+        other = rest & ~numeric
+        if other.any():
+            numeric[other] = _matches(s, other, _NUMBER_RE)
         if numeric.any():
             v = pc.cast(pc.filter(s, numeric), pa.float64()).to_numpy(zero_copy_only=False)
             ns[numeric] = _numbers_to_ns(v, unit)
@@ -181,13 +205,76 @@ def _iso_to_ns(s: pa.Array) -> np.ndarray:
             ns[mask] = parsed.to_numpy(zero_copy_only=False)
             slow &= ~mask
     if slow.any():
-        with_offset = np_bool(pc.match_substring_regex(s, _ENDS_WITH_OFFSET_RE))
+        with_offset = np.zeros(len(s), bool)
+        with_offset[slow] = _matches(s, slow, _ENDS_WITH_OFFSET_RE)
         for group in (slow & with_offset, slow & ~with_offset):
             if group.any():
                 rest = pd.Series(pc.filter(s, group).to_numpy(zero_copy_only=False), dtype=object)
                 parsed = pd.DatetimeIndex(pd.to_datetime(rest, format="ISO8601", utc=True, errors="coerce"))
                 ns[group] = parsed.as_unit("ns").asi8
     return ns
+
+
+def _fixed_iso_to_ns(s: pa.Array, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which of ``rows`` (a mask over the trimmed strings ``s``) have a ``_FIXED_*`` shape, and
+    their UTC nanoseconds: ``(fixed mask, ns)``, both over all of ``s``.
+
+    The checks are those of _ISO_NAIVE_RE / _ISO_AWARE_RE for these shapes (year 1900-2100,
+    month 01-12, day 01-31, hour 00-23, minutes and seconds 00-59, offset hours 00-23) and
+    the instant is the one Arrow's cast and pandas give (naive = UTC, an offset subtracted).
+    A date that does not exist, such as 2015-02-30, is NAT: pandas' parser, to which the
+    regex path sends such a row, makes it NaT.
+    """
+    fixed = np.zeros(len(s), bool)
+    ns = np.full(len(s), NAT, np.int64)
+    starts, ends, data = string_buffers(s)
+    lengths = ends - starts
+    cand = np.flatnonzero(rows & ((lengths == 19) | (lengths == 20) | (lengths == 25)))
+    for lo in range(0, len(cand), _BLOCK):   # blocks small enough for the temporaries to stay in cache
+        block = cand[lo:lo + _BLOCK]
+        ok, block_ns = _parse_fixed(windows(data, starts[block], _FIXED_WIDTH), lengths[block])
+        fixed[block] = ok
+        ns[block] = block_ns
+    return fixed, ns
+
+
+def _parse_fixed(w: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(has a _FIXED shape, UTC ns or NAT) of each row of bytes ``w`` holding a value of length ``n``."""
+    # digits become 0-9 and the separators 0; anything else exceeds _FIXED_MAX (uint8 wraps).
+    # 24 columns, so that the row's flags read as three uint64 words (bytes 19-23 never fail)
+    x = w[:, :24] - _FIXED_TEMPLATE
+    x[w[:, 10] == ord(" "), 10] = 0
+    bad = (x > _FIXED_MAX).view(np.uint64)
+    ok = (bad[:, 0] | bad[:, 1] | bad[:, 2]) == 0
+
+    def two(col: int) -> np.ndarray:   # the two-digit field at col (garbage where not ok)
+        return (x[:, col] * np.uint8(10) + x[:, col + 1]).astype(np.int64)
+
+    year, month, day = two(0) * 100 + two(2), two(5), two(8)
+    hour, minute, second = two(11), two(14), two(17)
+    ok &= (year >= YEAR_MIN) & (year <= YEAR_MAX) & (month >= 1) & (month <= 12) & (day >= 1)
+    ok &= (day <= 31) & (hour <= 23) & (minute <= 59) & (second <= 59)
+    ok &= (n != 20) | (w[:, 19] == ord("Z"))
+    offset_s = np.zeros(len(n), np.int64)
+    with_offset = np.flatnonzero(n == 25)
+    if len(with_offset):
+        o = w[with_offset, 19:] - _OFFSET_TEMPLATE
+        sign = o[:, 0] == 0                     # '+' (else '-' or not an offset)
+        o[~sign, 0] = o[~sign, 0] - np.uint8(2)   # '-' is two past '+'
+        offset_ok = (o <= _OFFSET_MAX).all(axis=1)
+        hours = (o[:, 1] * np.uint8(10) + o[:, 2]).astype(np.int64)
+        minutes = (o[:, 4] * np.uint8(10) + o[:, 5]).astype(np.int64)
+        ok[with_offset] &= offset_ok & (hours <= 23) & (minutes <= 59)
+        offset_s[with_offset] = np.where(sign, 1, -1) * (hours * 3600 + minutes * 60)
+    month_index = np.where(ok, (year - YEAR_MIN) * 12 + month - 1, 0)
+    secs = (_MONTH_FIRST_DAY[month_index] + day - 1) * 86400 + hour * 3600 + minute * 60 + second - offset_s
+    ns = np.where(ok & (day <= _MONTH_DAYS[month_index]), secs * 10**9, NAT)
+    return ok, ns
+
+
+def _matches(s: pa.Array, mask: np.ndarray, pattern: str) -> np.ndarray:
+    """Whether each string of ``s`` in ``mask`` matches ``pattern`` (one bool per masked row)."""
+    return np_bool(pc.match_substring_regex(pc.filter(s, mask), pattern))
 
 
 def arrow_strings(values: pd.Series) -> pa.Array:

@@ -50,6 +50,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ticlip_core.data.text_bytes import string_buffers, trim_whitespace
+
 # Quarantine reasons, in the order build_manifest reports them.
 REFUSAL_REASONS = ("url_malformed", "url_scheme_refused", "url_host_refused", "url_host_unresolved")
 # The options (keys of ``data.download``) that make a policy.
@@ -63,8 +65,9 @@ _BAD_AUTHORITY_CHAR = re.compile(r"[\x00-\x20\x7f\\]")
 _NAME = re.compile(r"[a-z0-9_\-]+(\.[a-z0-9_\-]+)*")
 _NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
 # scheme and authority: everything the verdict depends on (RFC 3986 appendix B; urllib and
-# urlsplit split the authority at the same characters)
+# urlsplit split the authority at the same characters). url_prefixes finds this group in NumPy.
 _PREFIX = r"(?s)^(?P<prefix>[^/?#]*(?://[^/?#]*)?)"
+_BLOCK = 1 << 15
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _SHARED = ipaddress.ip_network("100.64.0.0/10")
 
@@ -135,14 +138,49 @@ def refusal_codes(urls: Sequence[str | None] | pa.Array | pa.ChunkedArray,
                                                            type=pa.large_string())
     if not pa.types.is_string(arr.type) and not pa.types.is_large_string(arr.type):
         arr = pc.cast(arr, pa.large_string())
-    prefixes = pc.extract_regex(pc.utf8_trim_whitespace(arr), pattern=_PREFIX).field("prefix")
-    prefixes = pc.if_else(pc.is_null(arr), pa.scalar(None, prefixes.type), prefixes)  # field() drops nulls
-    encoded = pc.dictionary_encode(prefixes)
+    encoded = pc.dictionary_encode(url_prefixes(arr))
     verdicts = [_static_verdict(p, policy) for p in encoded.dictionary.to_pylist()]
     names = sorted({v for v in verdicts if isinstance(v, str)})
     addresses = _resolve_all(names, policy) if names and policy.resolve_hostnames else {}
     verdicts = [_name_verdict(v, addresses) if isinstance(v, str) else v for v in verdicts]
     return encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64), verdicts
+
+
+def url_prefixes(urls: pa.Array) -> pa.Array:
+    """The part of each URL the verdict depends on, ``_PREFIX``'s ``prefix`` group of the URL
+    without surrounding whitespace (null for a null URL), found byte by byte in NumPy.
+
+    That group is everything before the first ``/``, ``?`` or ``#``, and, when that character
+    starts ``//``, also the authority after it, up to the next of those characters. They are
+    ASCII, and a UTF-8 multi-byte character never contains an ASCII byte, so searching the
+    bytes finds the characters the regex finds.
+    """
+    arr = trim_whitespace(urls)
+    if len(arr) == 0:
+        return pa.array([], pa.large_string())
+    starts, ends, data = string_buffers(arr)
+    cut = np.empty(len(arr), np.int64)
+    for lo in range(0, len(arr), _BLOCK):   # blocks small enough for the temporaries to stay in cache
+        s, e = starts[lo:lo + _BLOCK], ends[lo:lo + _BLOCK]
+        base, top = int(s[0]), int(e[-1])
+        chunk = data[base:top]
+        special = chunk == ord("/")
+        special |= chunk == ord("?")
+        special |= chunk == ord("#")
+        at = np.append(np.flatnonzero(special) + base, top)   # positions of / ? #, then a sentinel
+        first = np.minimum(at[np.searchsorted(at, s)], e)
+        slashes = np.flatnonzero(first + 1 < e)
+        slashes = slashes[(data[first[slashes]] == ord("/")) & (data[first[slashes] + 1] == ord("/"))]
+        first[slashes] = np.minimum(at[np.searchsorted(at, first[slashes] + 2)], e[slashes])
+        cut[lo:lo + _BLOCK] = first
+    # value 2i of `halves` is URL i's prefix, value 2i+1 the rest of it: the same bytes, no copy
+    bounds = np.empty(2 * len(arr) + 1, np.int64)
+    bounds[0::2] = np.append(starts, ends[-1])
+    bounds[1::2] = cut
+    data_buffer = arr.buffers()[2] or pa.py_buffer(b"")
+    halves = pa.LargeStringArray.from_buffers(2 * len(arr), pa.py_buffer(bounds), data_buffer)
+    nulls = arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else None
+    return halves.take(pa.array(np.arange(0, 2 * len(arr), 2), mask=nulls))
 
 
 def _static_verdict(prefix: str, policy: UrlPolicy) -> Refusal | str | None:
