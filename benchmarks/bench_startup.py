@@ -6,8 +6,8 @@ Every rule runs its entry point in ``workflow_scripts/`` as a new Python process
 imports are paid once per job (about a hundred jobs in ``make run``).
 
 ``imports``: for each entry point, a fresh interpreter imports what the script imports at its top
-level, plus the module that does the job's work when the script only reaches it later
-(``LAZY_WORK``). It reports the median seconds over ``--repeats`` processes and whether torch
+level, plus what the job imports later before its first batch (``LAZY_WORK``: the module that
+does the work, and open_clip as creating the default model imports it). It reports the median seconds over ``--repeats`` processes and whether torch
 and open_clip were loaded. The tables, figures, reports and data jobs (``NO_TORCH``) must load
 neither; ``tests/test_startup.py`` checks that.
 
@@ -33,8 +33,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "workflow_scripts"
 
-#: entry points whose real work is imported inside a function, and the module that does it
-LAZY_WORK = {"train_step.py": ["ticlip_core.tic.train"]}
+#: what an entry point imports after its top level before its first batch: the module that does
+#: the work when the script reaches it inside a function, and open_clip as ``models.create_model``
+#: imports it for the default model (leaving out what that model does not use)
+_MODEL = ["from ticlip_core.lean_imports import import_open_clip", "import_open_clip('ticlip-vit-tiny')"]
+LAZY_WORK = {"train_step.py": ["import ticlip_core.tic.train", *_MODEL], "evaluate.py": _MODEL,
+             "memclip_run.py": _MODEL, "clclip_run.py": _MODEL, "clclip_ablation.py": _MODEL,
+             "clclip_base.py": ["import ticlip_core.clclip.base_model", "import ticlip_core.engine.contrastive",
+                                *_MODEL]}
 #: entry points that must never load torch: tables, figures and reports read result files and
 #: draw; the data jobs render, resize, bucket and index images
 NO_TORCH = ("make_table.py", "make_figures.py", "make_lr_ablation.py", "make_data_report.py",
@@ -71,7 +77,7 @@ def bench_imports(repeats: int, only: list[str] | None) -> dict:
     for script in sorted(SCRIPTS.glob("*.py")):
         if only and script.name not in only:
             continue
-        lines = script_imports(script) + [f"import {m}" for m in LAZY_WORK.get(script.name, [])]
+        lines = script_imports(script) + LAZY_WORK.get(script.name, [])
         runs = [time_imports(lines) for _ in range(repeats)]
         results[script.name] = {"seconds": round(statistics.median(r["seconds"] for r in runs), 3),
                                 "runs": [round(r["seconds"], 3) for r in runs],

@@ -47,15 +47,20 @@ def known_model_names() -> set[str]:
     return {p.stem for d in _model_config_dirs() for p in d.glob("*.json")}
 
 
-def model_image_size(name: str) -> int:
-    """Input resolution (pixels per side) of the open_clip model ``name``, read from its config JSON
-    (this project's or open_clip's) without importing open_clip."""
+def model_config(name: str) -> dict:
+    """The config JSON of the open_clip model ``name`` (this project's or open_clip's), read
+    without importing open_clip. Raises ``ValueError`` for a name with no config file."""
     for folder in _model_config_dirs():
         path = folder / f"{name}.json"
         if path.is_file():
-            size = json.loads(path.read_text())["vision_cfg"]["image_size"]
-            return int(size[0] if isinstance(size, (list, tuple)) else size)
+            return json.loads(path.read_text())
     raise ValueError(f"unknown open_clip model '{name}'")
+
+
+def model_image_size(name: str) -> int:
+    """Input resolution (pixels per side) of the open_clip model ``name``, from its config."""
+    size = model_config(name)["vision_cfg"]["image_size"]
+    return int(size[0] if isinstance(size, (list, tuple)) else size)
 
 
 def is_local_checkpoint(pretrained: str | None) -> bool:

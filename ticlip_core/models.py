@@ -16,8 +16,6 @@ import torch
 from ticlip_core.config_checks import check_model, is_local_checkpoint
 from ticlip_core.lean_imports import import_open_clip
 
-open_clip = import_open_clip()
-
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 _registered = False
 
@@ -34,7 +32,7 @@ def register_model_configs() -> None:
     """Register the project's model configs (``ticlip-vit-tiny``, ...) with open_clip, once."""
     global _registered
     if not _registered:
-        open_clip.add_model_config(MODEL_CONFIG_DIR)
+        import_open_clip().add_model_config(MODEL_CONFIG_DIR)
         _registered = True
 
 
@@ -56,6 +54,7 @@ def create_model(name: str, pretrained: str | None = None, device: str | torch.d
     preprocessing (mean, std, interpolation) is applied, so checkpoints trained from it can be
     loaded and evaluated without downloading anything.
     """
+    open_clip = import_open_clip(name)  # the first import leaves out what this model does not use
     check_pretrained(name, pretrained)
     kwargs = {"force_image_size": image_size} if image_size else {}
     tag = pretrained if pretrained and not is_local_checkpoint(pretrained) else None
