@@ -78,7 +78,9 @@ def test_paper_scale_presets_dry_run(tmp_path, preset, steps):
                 if len(line.split()) == 2)
     methods = len(cfg["tic"]["methods"])
     assert jobs["prepare_metadata"] == "1" and jobs["download"] == "1" and jobs["data_report"] == "1"
-    assert jobs["train_step"] == str(methods * steps) and jobs["evaluate_run"] == str(methods)
+    # every method trains step 0 by the plain recipe: one first-step job, copied to each run
+    assert jobs["train_first_step"] == "1" and jobs["share_first_step"] == str(methods)
+    assert jobs["train_step"] == str(methods * (steps - 1)) and jobs["evaluate_run"] == str(methods)
     assert "synthesize_world" not in jobs  # the synthetic data's rules are not in this DAG
 
 
