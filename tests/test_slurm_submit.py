@@ -103,8 +103,9 @@ def _dry_run_jobs(out: str) -> list[tuple[str, dict, dict]]:
     return jobs
 
 
-def test_paper_scale_dry_run_plans_56_gpu_training_jobs(tmp_path):
-    """TiC-DataComp medium on SLURM, planned without a cluster: no sbatch, squeue or sinfo on PATH."""
+def test_paper_scale_dry_run_plans_49_gpu_training_jobs(tmp_path):
+    """TiC-DataComp medium on SLURM, planned without a cluster: no sbatch, squeue or sinfo on PATH.
+    8 methods x 7 steps, the first step trained once for all: 1 + 8 x 6 GPU training jobs."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "which").symlink_to(shutil.which("which"))  # the plugin looks for sacct with `which` on import
@@ -117,10 +118,11 @@ def test_paper_scale_dry_run_plans_56_gpu_training_jobs(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     cfg = config("configs/tic-datacomp-medium.yaml")
     jobs = _dry_run_jobs(res.stdout)
-    train = [(w, r) for rule, w, r in jobs if rule == "train_step"]
-    assert len(train) == 56 == len(cfg["tic"]["steps"]) * len(cfg["tic"]["methods"])
-    assert {(w["run"], w["step"]) for w, _ in train} == {(m, s) for m in cfg["tic"]["methods"]
-                                                         for s in cfg["tic"]["steps"]}
+    train = [(w, r) for rule, w, r in jobs if rule in ("train_step", "train_first_step")]
+    steps, methods = cfg["tic"]["steps"], cfg["tic"]["methods"]
+    assert len(train) == 1 + (len(steps) - 1) * len(methods) == 49
+    assert {(w["run"], w["step"]) for w, _ in train if w} == {(m, s) for m in methods for s in steps[1:]}
+    assert sum(1 for rule, _, _ in jobs if rule == "share_first_step") == len(methods)
     want = cfg["resources"]["train"]
     assert want["gpu"] >= 1
     for _, r in train:
@@ -129,7 +131,7 @@ def test_paper_scale_dry_run_plans_56_gpu_training_jobs(tmp_path):
         assert "gpu_model" not in r  # null in the preset: any GPU
     evaluate = [r for rule, _, r in jobs if rule == "evaluate_run"]
     assert len(evaluate) == 8 and all(r["gpu"] == "1" for r in evaluate)
-    assert all("gpu" not in r for rule, _, r in jobs if rule not in ("train_step", "evaluate_run"))
+    assert all("gpu" not in r for rule, _, r in jobs if rule not in ("train_step", "train_first_step", "evaluate_run"))
     # the resources the dry run shows become this sbatch line
     resources = {k: int(v) for k, v in train[0][1].items() if k in ("gpu", "cpus_per_gpu", "mem_mb", "runtime")}
     job = type("Job", (), {"resources": ResourceList(fromdict=resources), "threads": 1})()
