@@ -99,13 +99,22 @@ def model_path(run, step):
     return f"{TIC}/models/{run}/{step}/model.pt"
 
 
+def optimizer_path(run, step):
+    """Where a step's final optimizer state is saved: beside its checkpoint."""
+    return f"{TIC}/models/{run}/{step}/optimizer.pt"
+
+
 def train_inputs(wildcards):
-    """The per-step splits, plus the run's previous checkpoint when its method warm-starts."""
-    method = get_method(RUNS[wildcards.run].method)
+    """The per-step splits, plus the run's previous checkpoint when its method warm-starts, and that
+    step's optimizer state when the run carries it over (``train.carry_optimizer``)."""
+    run = RUNS[wildcards.run]
+    method = get_method(run.method)
     t = STEPS.index(wildcards.step)
     inputs = {"steps_dir": f"{DATA}/steps"}
     if method.warm_start and t > 0:
         inputs["init"] = model_path(wildcards.run, STEPS[t - 1])
+        if {**config["train"], **run.train}["carry_optimizer"]:
+            inputs["init_optimizer"] = optimizer_path(wildcards.run, STEPS[t - 1])
     return inputs
 
 

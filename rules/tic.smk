@@ -9,6 +9,9 @@ rule train_step:
         model=f"{TIC}/models/{{run}}/{{step}}/model.pt",
         log=f"{TIC}/models/{{run}}/{{step}}/train_log.csv",
         compute=f"{TIC}/models/{{run}}/{{step}}/compute.json",
+        # the step's final AdamW state, which a continuing next step starts from (train.carry_optimizer);
+        # temp: removed once the steps that read it are done (about twice the checkpoint's size)
+        optimizer=temp(optimizer_path("{run}", "{step}")),
     params:
         method=lambda wildcards: RUNS[wildcards.run].method,
         cfg=lambda wildcards: train_job(config, RUNS[wildcards.run], STEPS.index(wildcards.step)),
