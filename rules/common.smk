@@ -5,6 +5,7 @@ from pathlib import Path
 
 from ticlip_core.data.bucketing import parse_steps
 from ticlip_core.data.source import metadata_spec
+from ticlip_core.class_labels import dynamic_class_count
 from ticlip_core.clclip.methods import available_methods as clclip_methods
 from ticlip_core.config_checks import check_config
 from ticlip_core.job_config import (subset, clclip_ablation_job, clclip_base_job, clclip_method_job, evaluate_job,
@@ -57,6 +58,9 @@ else:
     if len(STATIC_SETS) != len(config["eval"]["static_sets"]):
         raise ValueError("eval.static_sets: names must be unique")
     DYNAMIC_TASKS = ["retrieval"] + (["classification"] if config["data"]["classification"] else [])
+# Chance levels stated in Table 2's caption: the classes of the dynamic classification, the retrieval pools' size.
+CHANCE = {"classification_classes": dynamic_class_count(config["data"]) if "classification" in DYNAMIC_TASKS else None,
+          "retrieval_pool_size": config["eval"]["retrieval_pool_size"]}
 
 
 wildcard_constraints:

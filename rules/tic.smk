@@ -80,6 +80,7 @@ rule tic_table:
     params:
         steps=STEPS,
         runs=METHODS,
+        chance=CHANCE,  # the chance levels the caption states
     conda:
         "../envs/ticlip.yaml"
     log:
@@ -105,6 +106,7 @@ rule lr_ablation_table:
         steps=STEPS,
         runs=ABLATION,
         settings={r: {**config["train"], **RUNS[r].train} for r in ABLATION},
+        chance=CHANCE,
     conda:
         "../envs/ticlip.yaml"
     log:
