@@ -5,6 +5,7 @@ from pathlib import Path
 
 from ticlip_core.data.bucketing import parse_steps
 from ticlip_core.data.source import metadata_spec
+from ticlip_core.class_labels import dynamic_class_count
 from ticlip_core.clclip.methods import available_methods as clclip_methods
 from ticlip_core.config_checks import check_config
 from ticlip_core.job_config import (FIRST_STEP_RUN, subset, clclip_ablation_job, clclip_base_job, clclip_method_job,
@@ -32,6 +33,8 @@ RUNS = tic_runs(config)  # every configured method, plus the LR ablation's varia
 ABLATION = [r.name for r in ablation_runs(config)]
 # Runs whose first step is the plain recipe with the same settings: it is trained once and copied.
 SHARED_FIRST = shared_first_step_runs(config, RUNS)
+# Whether any run carries AdamW's state across steps: only then do training jobs save it.
+CARRY_OPTIMIZER = any({**config["train"], **r.train}["carry_optimizer"] for r in RUNS.values())
 
 check_config(config)  # cross-key checks: split fractions, model names and tags, CL-CLIP method options
 
@@ -60,6 +63,9 @@ else:
     if len(STATIC_SETS) != len(config["eval"]["static_sets"]):
         raise ValueError("eval.static_sets: names must be unique")
     DYNAMIC_TASKS = ["retrieval"] + (["classification"] if config["data"]["classification"] else [])
+# Chance levels stated in Table 2's caption: the classes of the dynamic classification, the retrieval pools' size.
+CHANCE = {"classification_classes": dynamic_class_count(config["data"]) if "classification" in DYNAMIC_TASKS else None,
+          "retrieval_pool_size": config["eval"]["retrieval_pool_size"]}
 
 
 wildcard_constraints:
@@ -107,13 +113,22 @@ def first_step_path(name):
     return f"{TIC}/first_step/{STEPS[0]}/{name}"
 
 
+def optimizer_path(run, step):
+    """Where a step's final optimizer state is saved: beside its checkpoint."""
+    return f"{TIC}/models/{run}/{step}/optimizer.pt"
+
+
 def train_inputs(wildcards):
-    """The per-step splits, plus the run's previous checkpoint when its method warm-starts."""
-    method = get_method(RUNS[wildcards.run].method)
+    """The per-step splits, plus the run's previous checkpoint when its method warm-starts, and that
+    step's optimizer state when the run carries it over (``train.carry_optimizer``)."""
+    run = RUNS[wildcards.run]
+    method = get_method(run.method)
     t = STEPS.index(wildcards.step)
     inputs = {"steps_dir": f"{DATA}/steps"}
     if method.warm_start and t > 0:
         inputs["init"] = model_path(wildcards.run, STEPS[t - 1])
+        if {**config["train"], **run.train}["carry_optimizer"]:
+            inputs["init_optimizer"] = optimizer_path(wildcards.run, STEPS[t - 1])
     return inputs
 
 

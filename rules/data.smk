@@ -7,7 +7,8 @@ if SOURCE == "synthetic":
         output:
             directory(f"{DATA}/shards"),
         params:
-            cfg=subset(config["data"]["synthetic"], ["years", "samples_per_year", "image_size", "samples_per_shard"]),
+            cfg=subset(config["data"]["synthetic"], ["years", "samples_per_year", "image_size", "samples_per_shard",
+                                                     "typical_colour"]),
             seed=config["seed"],
         conda:
             "../envs/ticlip.yaml"

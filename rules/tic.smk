@@ -13,6 +13,9 @@ rule train_step:
         model=f"{TIC}/models/{{run}}/{{step}}/model.pt",
         log=f"{TIC}/models/{{run}}/{{step}}/train_log.csv",
         compute=f"{TIC}/models/{{run}}/{{step}}/compute.json",
+        # the step's final AdamW state, which a continuing next step starts from (train.carry_optimizer);
+        # temp: removed once the steps that read it are done (about twice the checkpoint's size)
+        **({"optimizer": temp(optimizer_path("{run}", "{step}"))} if CARRY_OPTIMIZER else {}),
     params:
         run=lambda wildcards: wildcards.run,
         step=lambda wildcards: wildcards.step,
@@ -38,6 +41,7 @@ rule train_first_step:
         model=first_step_path("model.pt"),
         log=first_step_path("train_log.csv"),
         compute=first_step_path("compute.json"),
+        **({"optimizer": temp(first_step_path("optimizer.pt"))} if CARRY_OPTIMIZER else {}),
     params:
         run=FIRST_STEP_RUN.name,
         step=STEPS[0],
@@ -62,10 +66,12 @@ rule share_first_step:
         model=first_step_path("model.pt"),
         log=first_step_path("train_log.csv"),
         compute=first_step_path("compute.json"),
+        **({"optimizer": first_step_path("optimizer.pt")} if CARRY_OPTIMIZER else {}),
     output:
         model=f"{TIC}/models/{{run}}/{STEPS[0]}/model.pt",
         log=f"{TIC}/models/{{run}}/{STEPS[0]}/train_log.csv",
         compute=f"{TIC}/models/{{run}}/{STEPS[0]}/compute.json",
+        **({"optimizer": temp(optimizer_path("{run}", STEPS[0]))} if CARRY_OPTIMIZER else {}),
     wildcard_constraints:
         run="|".join(map(re.escape, SHARED_FIRST)) or "$^",
     params:
@@ -132,6 +138,7 @@ rule tic_table:
     params:
         steps=STEPS,
         runs=METHODS,
+        chance=CHANCE,  # the chance levels the caption states
     conda:
         "../envs/ticlip.yaml"
     log:
@@ -157,6 +164,7 @@ rule lr_ablation_table:
         steps=STEPS,
         runs=ABLATION,
         settings={r: {**config["train"], **RUNS[r].train} for r in ABLATION},
+        chance=CHANCE,
     conda:
         "../envs/ticlip.yaml"
     log:

@@ -114,6 +114,24 @@ def test_look_change_class_renders_differently_under_the_same_name():
         assert world.pattern_at(cid, c.look_change_year - 1) != world.pattern_at(cid, c.look_change_year)
 
 
+def test_typical_colours_follow_the_class_and_its_look_in_dated_data_only():
+    changed = world.look_change_class_ids()
+    assert all(world.typical_colour(c, world.CLASSES[c].look_change_year - 1)
+               != world.typical_colour(c, world.CLASSES[c].look_change_year) for c in changed)
+    assert len({world.typical_colour(c, None) for c in range(world.NUM_CLASSES)}) > 5  # spread over colours
+    for year in (2014, 2020):
+        for _, meta in _samples(year, 40, typical_colour=1.0):
+            assert meta["object_colours"] == [world.typical_colour(c, year) for c in meta["labels"]]
+            assert meta["colour"] == world.typical_colour(meta["labels"][0], year)
+    # timeless scenes (the static set, CL-CLIP's and memclip's crops) never take them
+    assert [m for _, m in _samples(None, 20, typical_colour=1.0)] == [m for _, m in _samples(None, 20)]
+    half = [m for _, m in _samples(2016, 200, typical_colour=0.5)]
+    share = np.mean([m["colour"] == world.typical_colour(m["labels"][0], 2016) for m in half])
+    assert 0.45 < share < 0.65  # 0.5 + 0.5 x 1/10 by chance
+    with pytest.raises(ValueError, match="typical_colour must be a probability"):
+        synthetic.render_sample(np.random.default_rng(0), year=2016, typical_colour=1.5)
+
+
 def test_caption_vocabulary_drifts():
     def modern_share(captions):
         markers = ("#", " lol", "pov:", " rn", "vibes", "cant stop", "look at this", "just spotted", " today")

@@ -124,6 +124,18 @@ def test_table_without_classification_has_nan_columns():
     assert render_table(df)["Classification backward"].tolist() == ["–", "–"]
 
 
+def test_the_caption_states_the_chance_levels_it_is_given(table):
+    assert "Chance" not in table_caption(table)  # none given, none stated
+    df = tic_table(make_rows(), make_compute(), STEPS, METHODS, classification_classes=69, retrieval_pool_size=200)
+    caption = table_caption(df)
+    assert "classification 1/69 = 1.4% for an image of one class" in caption
+    assert "retrieval 1/200 = 0.5% (pools of 200 pairs)" in caption
+    assert "classification 1/" not in table_caption(tic_table(make_rows(), make_compute(), STEPS, METHODS,
+                                                              retrieval_pool_size=200))
+    with pytest.raises(ValueError, match="classification_classes must be a positive integer"):
+        tic_table(make_rows(), make_compute(), STEPS, METHODS, classification_classes=0)
+
+
 def test_table_raises_when_one_method_lacks_a_task():
     rows = make_rows()
     rows = rows[~((rows.method == "sequential") & (rows.task == "classification"))]
@@ -215,6 +227,9 @@ def test_lr_ablation_table():
     assert df["Warm-up on later steps"].tolist() == ["no", "yes"]
     assert df["Retrieval ID"].tolist() == pytest.approx([0.625, 0.5])
     assert "learning-rate ablation" in table_caption(df)
+    with_chance = lr_ablation_table(make_rows(), make_compute(), STEPS, METHODS[::-1], settings,
+                                    classification_classes=10)
+    assert "classification 1/10 = 10.0%" in table_caption(with_chance)
 
 
 def png_size(path):

@@ -30,6 +30,24 @@ def _labels_in_meta(meta: dict) -> set[int] | None:
     return set(meta["labels"]) if meta.get("labels") else None
 
 
+def dynamic_class_count(data_cfg: dict) -> int | None:
+    """How many classes TiC's dynamic classification chooses among (its chance level is one over
+    it per class an image shows): every class of the synthetic world for ``source: synthetic``,
+    else the names in ``data.classification.classnames`` (None when the task is off, or when the
+    names' file is not there yet: the job that reads it fails naming it)."""
+    if data_cfg["source"] == "synthetic":
+        from ticlip_core.data import world
+
+        return world.NUM_CLASSES
+    cls = data_cfg.get("classification")
+    if not cls:
+        return None
+    try:
+        return len(read_classnames(cls["classnames"]))
+    except FileNotFoundError:
+        return None
+
+
 def synthetic_labels(classnames: list[str], templates: list[str]) -> ClassLabels:
     """Labels carried in each sample's metadata (the synthetic world's objects)."""
     return ClassLabels(list(classnames), list(templates), _labels_in_meta)

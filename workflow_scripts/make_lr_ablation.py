@@ -8,6 +8,6 @@ from ticlip_core.workflow_io import logged
 with logged(snakemake.log[0]):
     rows, compute = read_rows(snakemake.input.evals), read_compute_records(snakemake.input.compute)
     table = lr_ablation_table(rows, compute, snakemake.params.steps, snakemake.params.runs,
-                              snakemake.params.settings, study="tic")
+                              snakemake.params.settings, study="tic", **snakemake.params.chance)
     write_table(table, Path(snakemake.output.csv).with_suffix(""))
     print(table.to_string())

@@ -8,7 +8,7 @@ from ticlip_core.workflow_io import logged
 with logged(snakemake.log[0]):
     steps, runs = snakemake.params.steps, snakemake.params.runs
     rows, compute = read_rows(snakemake.input.evals), read_compute_records(snakemake.input.compute)
-    table = tic_table(rows, compute, steps, runs, study="tic")
+    table = tic_table(rows, compute, steps, runs, study="tic", **snakemake.params.chance)
     write_table(table, Path(snakemake.output.csv).with_suffix(""))
     per_step_table(rows, steps, runs, study="tic", compute=compute).to_csv(snakemake.output.per_step, index=False)
     write_rows(rows, snakemake.output.rows)

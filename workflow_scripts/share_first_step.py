@@ -8,5 +8,6 @@ with logged(snakemake.log[0]):
     record = copy_first_step(model=snakemake.input.model, log=snakemake.input.log, compute=snakemake.input.compute,
                              run_name=snakemake.wildcards.run, method_name=snakemake.params.method,
                              out_model=snakemake.output.model, out_log=snakemake.output.log,
-                             out_compute=snakemake.output.compute)
+                             out_compute=snakemake.output.compute, optimizer=snakemake.input.get("optimizer"),
+                             out_optimizer=snakemake.output.get("optimizer"))
     print(json.dumps(record, indent=2))

@@ -12,5 +12,6 @@ with logged(snakemake.log[0]):
         summary = synthesize_static(snakemake.output[0], num_samples=cfg["static_samples"], **common)
     else:
         summary = synthesize_world(snakemake.output[0], years=tuple(cfg["years"]),
-                                   samples_per_year=cfg["samples_per_year"], **common)
+                                   samples_per_year=cfg["samples_per_year"], typical_colour=cfg["typical_colour"],
+                                   **common)
     print(json.dumps(summary, indent=2, default=str))

@@ -14,7 +14,8 @@ with logged(snakemake.log[0]):
         config=config, method_name=snakemake.params.method, run_name=snakemake.params.run, step=step,
         shards_by_step={s: step_shards(steps_dir, s, "train") for s in steps},
         val_shards_by_step={s: step_shards(steps_dir, s, "val") for s in steps},
-        init_checkpoint=snakemake.input.get("init"),
-        out_model=snakemake.output.model, out_log=snakemake.output.log, out_compute=snakemake.output.compute)
+        init_checkpoint=snakemake.input.get("init"), init_optimizer=snakemake.input.get("init_optimizer"),
+        out_model=snakemake.output.model, out_log=snakemake.output.log, out_compute=snakemake.output.compute,
+        out_optimizer=snakemake.output.get("optimizer"))
     processes = int(snakemake.resources.get("gpu", 0) or 0) or config["train"]["processes"]
     print(run_training(job, processes, Path(snakemake.output.model).with_name("job.json")))

@@ -12,14 +12,19 @@ from __future__ import annotations
 import copy
 
 BASE_STEP = "base"
-TRAIN_KEYS = ("budget_samples", "batch_size", "lr")  # clclip.base keys that override train.*
+TRAIN_KEYS = ("budget_samples", "batch_size", "lr", "warmup_iterations")  # clclip.base keys that override train.*
+#: train.* keys only TiC's continual steps read (the order of steps, what carries across them); a
+#: single from-scratch run has none of these, so the base model's job is not given them
+TIC_STEP_KEYS = ("first_step_budget_samples", "continue_lr", "carry_optimizer")
 
 
 def base_config(config: dict) -> dict:
     """What the base model's training reads: the seed, the clclip model (no pretrained weights)
-    and the ``train`` block with ``clclip.base``'s budget, batch size and LR over it."""
+    and the ``train`` block, less ``TIC_STEP_KEYS``, with ``clclip.base``'s budget, batch size,
+    LR and warm-up over it."""
     ccfg = config["clclip"]
-    train = {**copy.deepcopy(config["train"]), **{k: v for k, v in ccfg["base"].items() if k in TRAIN_KEYS}}
+    train = {k: v for k, v in copy.deepcopy(config["train"]).items() if k not in TIC_STEP_KEYS}
+    train.update({k: v for k, v in ccfg["base"].items() if k in TRAIN_KEYS})
     return {"seed": config["seed"], "model": {"name": ccfg["model"]["name"], "pretrained": None}, "train": train}
 
 

@@ -60,6 +60,7 @@ DEFAULTS: dict = {
     "image_size": 32,            # pixels per side; anything from 16 to 224 works
     "samples_per_shard": 1000,
     "jpeg_quality": 95,          # img2dataset's default encode_quality
+    "typical_colour": 0.0,       # chance that a dated object has its class's typical colour
     "static_samples": 1000,      # size of the time-invariant evaluation set
     "workers": 1,                # processes; the output does not depend on it
 }
@@ -103,15 +104,21 @@ _TRIPLE_LAYOUTS = (("top left", "top right", "bottom"), ("bottom left", "bottom 
 # ---------------------------------------------------------------------------------------------
 
 def render_sample(rng: np.random.Generator, *, year: int | None, domain: str | None = None,
-                  image_size: int = 32, class_id: int | None = None) -> tuple[Image.Image, dict]:
+                  image_size: int = 32, class_id: int | None = None,
+                  typical_colour: float = 0.0) -> tuple[Image.Image, dict]:
     """Draw one scene of ``year`` from ``rng`` and render it; returns (RGB image, metadata).
 
     ``year=None`` draws timeless data: timeless classes, uniform domains, mid-timeline clutter
     and quality, the neutral caption template and a null timestamp. ``domain`` forces the
     rendering domain (for domain-incremental studies) and ``class_id`` the primary class;
-    otherwise both follow the year's mix. The metadata holds ``caption`` plus the columns
-    listed in this module's docstring.
+    otherwise both follow the year's mix. Each object of a dated scene takes its class's
+    typical colour (``world.typical_colour``) with probability ``typical_colour``, else a
+    uniform one; timeless scenes (``year=None``) always draw colours uniformly, and with
+    ``typical_colour`` 0 no extra random draw is made (the same scenes as before it existed).
+    The metadata holds ``caption`` plus the columns listed in this module's docstring.
     """
+    if not 0.0 <= typical_colour <= 1.0:
+        raise ValueError(f"typical_colour must be a probability in [0, 1], got {typical_colour!r}")
     if domain is None:
         mix = world.domain_mix(year)
         domain = world.DOMAINS[_pick(rng, [mix[d] for d in world.DOMAINS])]
@@ -124,8 +131,9 @@ def render_sample(rng: np.random.Generator, *, year: int | None, domain: str | N
     count = _pick(rng, _COUNT_PROBS) + 1
     second = _draw_second_class(rng, year, weights, primary, count)
     labels = [primary] * count + ([second] if second is not None else [])
-    colour = _draw_colour(rng)
-    object_colours = [colour] * count + ([_draw_colour(rng)] if second is not None else [])
+    typical = typical_colour if year is not None else 0.0
+    colour = _object_colour(rng, primary, year, typical)
+    object_colours = [colour] * count + ([_object_colour(rng, second, year, typical)] if second is not None else [])
     size_word, positions, halves = _layout(rng, year, len(labels))
     objects = [SceneObject(shape=world.shape_of(cid), pattern=world.pattern_at(cid, year),
                            rgb=world.COLOUR_RGB[c], cx=cx, cy=cy, half=half)
@@ -185,6 +193,14 @@ def _pick(rng, weights) -> int:
 
 def _draw_colour(rng) -> str:
     return world.COLOURS[rng.integers(len(world.COLOURS))]
+
+
+def _object_colour(rng, class_id: int, year: int | None, typical: float) -> str:
+    """A uniform colour, replaced by the class's typical one with probability ``typical``."""
+    colour = _draw_colour(rng)
+    if typical > 0 and rng.random() < typical:
+        colour = world.typical_colour(class_id, year)
+    return colour
 
 
 def _layout(rng, year, n_objects):
@@ -277,9 +293,11 @@ def synthesize_world(out_dir, *, seed: int, years: tuple[int, int] = DEFAULTS["y
                      samples_per_year: int = DEFAULTS["samples_per_year"],
                      image_size: int = DEFAULTS["image_size"],
                      samples_per_shard: int = DEFAULTS["samples_per_shard"],
-                     workers: int = DEFAULTS["workers"], **extra) -> dict:
+                     workers: int = DEFAULTS["workers"],
+                     typical_colour: float = DEFAULTS["typical_colour"], **extra) -> dict:
     """Write the time-evolving dataset (``samples_per_year`` for every year in ``years``,
     inclusive) as img2dataset webdataset shards in ``out_dir``; returns a summary.
+    ``typical_colour``: the chance that an object has its class's typical colour (``render_sample``).
 
     ``extra`` takes ``jpeg_quality``; the other ``DEFAULTS`` keys (``static_samples``) are
     accepted and ignored, so a whole config block can be passed. Unknown keys raise TypeError.
@@ -294,10 +312,13 @@ def synthesize_world(out_dir, *, seed: int, years: tuple[int, int] = DEFAULTS["y
     # A crawl is not sorted by time: spread the years over the shards.
     order = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_STREAM_ORDER,)))
     years_of_samples = [year_list[i] for i in order.permutation(len(year_list))]
+    if not 0.0 <= typical_colour <= 1.0:
+        raise ValueError(f"typical_colour must be a probability in [0, 1], got {typical_colour!r}")
     summary = _write_dataset(out_dir, seed=seed, stream=_STREAM_WORLD, years=years_of_samples,
                              image_size=image_size, samples_per_shard=samples_per_shard,
-                             workers=workers, jpeg_quality=jpeg_quality)
+                             workers=workers, jpeg_quality=jpeg_quality, typical_colour=typical_colour)
     summary["years"] = [first, last]
+    summary["typical_colour"] = typical_colour
     return summary
 
 
@@ -328,7 +349,7 @@ def process_pool(workers: int) -> ProcessPoolExecutor:
 
 
 def _write_dataset(out_dir, *, seed, stream, years, image_size, samples_per_shard, workers,
-                   jpeg_quality) -> dict:
+                   jpeg_quality, typical_colour: float = 0.0) -> dict:
     """Render ``years[i]``'s sample i for every i into shards of ``samples_per_shard``."""
     start = time.perf_counter()
     if not 8 <= image_size <= 1024:
@@ -341,7 +362,7 @@ def _write_dataset(out_dir, *, seed, stream, years, image_size, samples_per_shar
                  first_index=s * samples_per_shard,
                  years=years[s * samples_per_shard:(s + 1) * samples_per_shard],
                  image_size=image_size, samples_per_shard=samples_per_shard,
-                 jpeg_quality=jpeg_quality)
+                 jpeg_quality=jpeg_quality, typical_colour=typical_colour)
             for s in range(n_shards)]
     if workers == 1 or n_shards == 1:
         results = [write_shard(job) for job in jobs]
@@ -373,7 +394,7 @@ def write_shard(job: dict) -> dict:
         for offset, year in enumerate(job["years"]):
             seq = np.random.SeedSequence(job["seed"], spawn_key=(job["stream"], job["first_index"] + offset))
             image, meta = render_sample(np.random.default_rng(seq), year=year,
-                                        image_size=job["image_size"])
+                                        image_size=job["image_size"], typical_colour=job["typical_colour"])
             caption = meta.pop("caption")
             writer.write(encode_jpeg(image, job["jpeg_quality"]), caption,
                          width=image.width, height=image.height, extra=meta)

@@ -16,7 +16,11 @@ run from ``FIRST_YEAR`` to ``LAST_YEAR`` and are held constant outside that rang
   modern (social-media style) template set that replaces the classic one over the years;
 * domain mix, clutter and image quality: early data is mostly clip art on white and noisy low
   quality images, late data mostly photo-like images with more distractors and less noise;
-* class popularity: smooth per-class log-linear trends, plus a hype bump after emergence.
+* class popularity: smooth per-class log-linear trends, plus a hype bump after emergence;
+* typical colours: every class has a colour its objects usually have (lemons yellow, ...), and
+  a class whose look changes gets a new one with its new look (``typical_colour``); how often
+  a dated object takes it is the dataset's choice (``data.synthetic.typical_colour``), timeless
+  data never does.
 """
 from __future__ import annotations
 
@@ -341,6 +345,25 @@ def _popularity_parameters() -> tuple[np.ndarray, np.ndarray]:
 
 
 _POP_LEVEL, _POP_TREND = _popularity_parameters()
+
+
+def _typical_colour_indices() -> np.ndarray:
+    # A fixed generator: typical colours are part of the world, not of the dataset seed.
+    # Column 0: the original look's colour; column 1: the new look's, always a different one.
+    rng = np.random.default_rng(20150101)
+    first = rng.integers(len(COLOURS), size=NUM_CLASSES)
+    return np.stack([first, (first + 1 + rng.integers(len(COLOURS) - 1, size=NUM_CLASSES)) % len(COLOURS)], axis=1)
+
+
+_TYPICAL_COLOUR = _typical_colour_indices()
+
+
+def typical_colour(class_id: int, year: int | None) -> str:
+    """The colour objects of the class usually have in ``year``: one per class, and a different
+    one once its look has changed (``look_change_year``; ``year=None``: the original look's)."""
+    c = CLASSES[class_id]
+    changed = year is not None and c.look_change_year is not None and year >= c.look_change_year
+    return COLOURS[int(_TYPICAL_COLOUR[class_id, int(changed)])]
 _HYPE = 1.5          # extra popularity of a class right after it emerges
 _HYPE_DECAY = 2.0    # years for the hype to fall by a factor e
 

@@ -37,6 +37,61 @@ def adamw_cosine(model: torch.nn.Module, max_lr: float, weight_decay: float, war
     return optimizer, cosine_lr(optimizer, max_lr, warmup, iterations)
 
 
+def save_optimizer_state(optimizer: torch.optim.Optimizer, path) -> None:
+    """Write ``optimizer.state_dict()`` (AdamW's per-parameter step counts and moments, and its
+    groups) to ``path`` atomically, tensors on the CPU: what a step continuing from this one's
+    checkpoint starts from (``load_optimizer_state``), as open_clip_train's ``--resume`` does."""
+    from ticlip_core.models import atomic_torch_save
+
+    atomic_torch_save(_to_cpu(optimizer.state_dict()), path)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, path) -> None:
+    """Carry the per-parameter state saved at ``path`` (``save_optimizer_state``) into
+    ``optimizer``: step counts and moments; the groups' settings (LR, weight decay) stay the new
+    optimizer's own. The saved state must be of an optimizer over the same parameters in the same
+    groups (the same model and ``param_groups``): a file that cannot be read, or whose groups or
+    tensor shapes differ, raises ``ValueError`` naming the path and the problem."""
+    import pickle
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"optimizer state {path} does not exist: the step that continues from its "
+                                "checkpoint carries it over (train.carry_optimizer); rerun the step that writes it")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise ValueError(f"optimizer state {path} is truncated or corrupt, so it cannot be carried over; delete it "
+                         f"and rerun the step that writes it ({type(err).__name__}: {str(err)[:300]})") from err
+    if not isinstance(saved, dict) or not {"state", "param_groups"} <= set(saved):
+        raise ValueError(f"optimizer state {path} is not an optimizer state_dict (no 'state' and 'param_groups')")
+    current = optimizer.state_dict()
+    sizes = [len(g["params"]) for g in current["param_groups"]]
+    saved_sizes = [len(g["params"]) for g in saved["param_groups"]]
+    if sizes != saved_sizes:
+        raise ValueError(f"optimizer state {path} holds parameter groups of {saved_sizes} tensors, this optimizer "
+                         f"{sizes}: it was saved for another model or another parameter split")
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for index, state in saved["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.dim() > 0 and value.shape != params[index].shape:
+                raise ValueError(f"optimizer state {path}: '{key}' of parameter {index} has shape "
+                                 f"{tuple(value.shape)}, the parameter {tuple(params[index].shape)}")
+    current["state"] = saved["state"]
+    optimizer.load_state_dict(current)
+
+
+def _to_cpu(value):
+    """``value`` with every tensor in it (nested dicts and lists) moved to the CPU."""
+    if torch.is_tensor(value):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_cpu(v) for v in value]
+    return value
+
+
 def clip_loss(world):
     """open_clip's symmetric InfoNCE; with several ranks, each rank's rows against every rank's
     columns, gradients through the gather."""

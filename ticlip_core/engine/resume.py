@@ -18,13 +18,17 @@ from ticlip_core.data.layout import file_sha256, shards_digest
 
 
 def input_identity(train_shards: dict[str, list[str]], val_shards: dict[str, list[str]],
-                   init_checkpoint: str | None) -> dict:
+                   init_checkpoint: str | None, init_optimizer: str | None = None) -> dict:
     """The identity of what a TiC step reads: a digest of each training and validation split it
-    is given (the split's shard index, see ``data.layout.shards_digest``) and the sha256 of the
-    checkpoint it starts from (None for a fresh initialisation)."""
-    return {"train": {s: shards_digest(shards) for s, shards in sorted(train_shards.items())},
-            "val": {s: shards_digest(shards) for s, shards in sorted(val_shards.items())},
-            "init_sha256": file_sha256(init_checkpoint) if init_checkpoint else None}
+    is given (the split's shard index, see ``data.layout.shards_digest``), the sha256 of the
+    checkpoint it starts from (None for a fresh initialisation) and, when it carries the previous
+    step's optimizer state over, that file's sha256 too."""
+    identity = {"train": {s: shards_digest(shards) for s, shards in sorted(train_shards.items())},
+                "val": {s: shards_digest(shards) for s, shards in sorted(val_shards.items())},
+                "init_sha256": file_sha256(init_checkpoint) if init_checkpoint else None}
+    if init_optimizer:
+        identity["init_optimizer_sha256"] = file_sha256(init_optimizer)
+    return identity
 
 
 def folder_digest(folder: str | Path) -> str:

@@ -130,6 +130,8 @@ def tic_table(
     methods: Sequence[str],
     *,
     study: str | None = None,
+    classification_classes: int | None = None,
+    retrieval_pool_size: int | None = None,
 ) -> pd.DataFrame:
     """TiC-CLIP Table 2: one row per method (in ``methods`` order), columns TABLE_COLUMNS.
 
@@ -137,8 +139,14 @@ def tic_table(
     classification); ``Static avg`` is the mean over all static tasks in ``rows`` of the
     final step's model. A dynamic task no row evaluates (e.g. a benchmark without a
     classification task) gives NaN columns; a task some methods lack raises. ``df.attrs``
-    records the metrics, static tasks and steps used (the writers print them in captions).
+    records the metrics, static tasks and steps used, and the chance levels given
+    (``classification_classes``: the classes of the dynamic classification task;
+    ``retrieval_pool_size``: pairs per retrieval pool), which the writers print in captions.
     """
+    for name, value in (("classification_classes", classification_classes),
+                        ("retrieval_pool_size", retrieval_pool_size)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"tic_table: {name} must be a positive integer, got {value!r}")
     steps = normalize_steps(steps)
     sel = select_rows(rows, study)
     metrics = {t: _task_metric_or_none(sel, t) for t in DYNAMIC_TASKS}
@@ -171,6 +179,8 @@ def tic_table(
         retrieval_metric=metrics[RETRIEVAL_TASK],
         classification_metric=metrics[CLASSIFICATION_TASK],
         static_metrics=dict(static_metrics),
+        classification_classes=classification_classes,
+        retrieval_pool_size=retrieval_pool_size,
     )
     return df
 
@@ -215,12 +225,16 @@ def per_step_table(
 
 
 def lr_ablation_table(rows: pd.DataFrame, compute: pd.DataFrame, steps: Sequence,
-                      runs: Sequence[str], settings: dict[str, dict], *, study: str | None = None) -> pd.DataFrame:
+                      runs: Sequence[str], settings: dict[str, dict], *, study: str | None = None,
+                      classification_classes: int | None = None,
+                      retrieval_pool_size: int | None = None) -> pd.DataFrame:
     """TiC-CLIP's LR ablation: Table 2's columns for the ablated runs, after two setting columns.
 
-    ``settings[run]`` gives the run's ``warmup_later_steps`` and ``max_lr_decay``.
+    ``settings[run]`` gives the run's ``warmup_later_steps`` and ``max_lr_decay``; the chance
+    levels are ``tic_table``'s.
     """
-    df = tic_table(rows, compute, steps, runs, study=study)
+    df = tic_table(rows, compute, steps, runs, study=study, classification_classes=classification_classes,
+                   retrieval_pool_size=retrieval_pool_size)
     df.insert(1, "Warm-up on later steps", [("yes" if settings[r]["warmup_later_steps"] else "no") for r in runs])
     df.insert(2, "Max LR across steps", [settings[r]["max_lr_decay"] for r in runs])
     df.attrs["title"] = (f"TiC-CLIP learning-rate ablation of {runs[0]} (warm-up on steps after the first; "
@@ -291,7 +305,22 @@ def table_caption(df: pd.DataFrame) -> str:
         "x budget = compute / (T x C samples' training compute); "
         f"{OVER_BUDGET_MARK} = over the compute-matched budget (Oracle by design, LwF by its teacher's "
         "forward passes, Patching by its alpha search)."
+        + chance_text(a.get("classification_classes"), a.get("retrieval_pool_size"))
     )
+
+
+def chance_text(classes: int | None, pool_size: int | None) -> str:
+    """The caption's sentence on chance levels (empty when neither is known): top-1 classification
+    among ``classes`` classes, where an image counts as correct if the class guessed is any of
+    those it shows (so chance is k / classes for an image of k classes), and Recall@1 within
+    pools of ``pool_size`` pairs."""
+    parts = []
+    if classes:
+        parts.append(f"classification 1/{classes} = {100 / classes:.1f}% for an image of one class "
+                     f"({classes}-way; an image showing k classes is right if any is named: k/{classes})")
+    if pool_size:
+        parts.append(f"retrieval 1/{pool_size} = {100 / pool_size:.1f}% (pools of {pool_size} pairs)")
+    return f" Chance: {'; '.join(parts)}." if parts else ""
 
 
 def write_table(df: pd.DataFrame, stem: Path) -> list[Path]:

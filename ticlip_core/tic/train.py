@@ -16,7 +16,8 @@ import torch
 
 from ticlip_core.tic.buffers import draw_replay, shard_keys
 from ticlip_core.engine.compute import TRAIN_FORWARD_MULTIPLIER, forward_macs_per_sample
-from ticlip_core.engine.contrastive import adamw_cosine, clip_loss, contrastive_batch_loss, logit_scale_clamp
+from ticlip_core.engine.contrastive import (adamw_cosine, clip_loss, contrastive_batch_loss, load_optimizer_state,
+                                            logit_scale_clamp, save_optimizer_state)
 from ticlip_core.engine.seeds import derived_seed
 from ticlip_core.data.loader import SKIP_REASONS, PixelSpec, train_batches
 from ticlip_core.engine.loop import train_loop, use_threads, write_log
@@ -27,29 +28,55 @@ from ticlip_core.engine.distributed import barrier, init_world, sum_over_ranks
 from ticlip_core.models import create_model, load_checkpoint, save_checkpoint
 from ticlip_core.engine.speed import prepare_model
 
-def step_max_lr(lr: float, t: int, num_steps: int, decay: str, continues: bool) -> float:
+def step_max_lr(lr: float, t: int, num_steps: int, decay: str, continues: bool,
+                continue_lr: float | None = None) -> float:
     """Maximum LR of step ``t`` (TiC-CLIP's LR ablation).
 
-    ``constant``: every step peaks at ``lr`` (the paper's choice). ``cosine``: a step that
-    continues from step t-1 peaks at ``lr * (1 + cos(pi * t / T)) / 2``, as if the whole
-    sequence were one cosine run; a freshly initialised step always peaks at ``lr``.
+    A freshly initialised step always peaks at ``lr``. A step that continues from step t-1
+    peaks at ``continue_lr`` (``lr`` when None), and with ``decay``: ``constant``, at that
+    every step (the paper's choice); ``cosine``, at that times ``(1 + cos(pi * t / T)) / 2``,
+    as if the whole sequence were one cosine run.
     """
-    if decay == "constant" or not continues:
+    if not continues:
         return lr
+    peak = lr if continue_lr is None else continue_lr
+    if decay == "constant":
+        return peak
     if decay == "cosine":
-        return lr * 0.5 * (1 + math.cos(math.pi * t / num_steps))
+        return peak * 0.5 * (1 + math.cos(math.pi * t / num_steps))
     raise ValueError(f"train.max_lr_decay: unknown value '{decay}' (constant or cosine)")
+
+
+def matched_budget(t: int, tcfg: dict) -> int:
+    """The compute-matched budget of step ``t`` in samples: C (``train.budget_samples``), or at
+    the first step ``train.first_step_budget_samples`` when that is set."""
+    first = tcfg["first_step_budget_samples"]
+    return first if t == 0 and first is not None else tcfg["budget_samples"]
+
+
+def step_budget(method, t: int, tcfg: dict) -> int:
+    """Samples step ``t`` of ``method`` sees: the method's budget for the per-step budget C,
+    except at a first step given its own budget (``train.first_step_budget_samples``), which
+    every method trains alike."""
+    if t == 0 and tcfg["first_step_budget_samples"] is not None:
+        return matched_budget(0, tcfg)
+    return method.budget(t, tcfg["budget_samples"])
 
 
 def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dict[str, list[str]],
                init_checkpoint: str | None, out_model: str, out_log: str, out_compute: str,
-               val_shards_by_step: dict[str, list[str]] | None = None, run_name: str | None = None) -> dict:
+               val_shards_by_step: dict[str, list[str]] | None = None, run_name: str | None = None,
+               init_optimizer: str | None = None, out_optimizer: str | None = None) -> dict:
     """Train ``method_name`` at ``step`` and write its checkpoint, CSV log and ``compute.json``.
 
     ``shards_by_step`` maps step names to their training shards; the method's data plan
     picks from it (all of a step, or a replay sample of its keys drawn with the run's seed).
     ``val_shards_by_step`` is what methods that select hyperparameters may read.
     ``run_name`` names the run in the outputs (an ablation variant of ``method_name``).
+    With ``train.carry_optimizer``, a step that continues from ``init_checkpoint`` starts its
+    AdamW from the state the previous step saved beside it (``init_optimizer``, as
+    open_clip_train's ``--resume``); a step from a fresh initialisation starts a fresh AdamW.
+    ``out_optimizer``, when given, receives this step's final AdamW state.
     Raises ``engine.loop.NonFiniteLossError`` naming the step if the loss is not finite; nothing is
     written then, so the previous step's checkpoint stays the last good one.
     """
@@ -61,7 +88,7 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
     processes = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's; checked before joining the group
     if tcfg["batch_size"] % processes:
         raise ValueError(f"train.batch_size {tcfg['batch_size']} is not divisible by the {processes} processes")
-    budget = method.budget(t, tcfg["budget_samples"])
+    budget = step_budget(method, t, tcfg)
     if budget % processes:
         raise ValueError(f"step '{step}': a budget of {budget} samples cannot be split evenly across "
                          f"{processes} processes; choose train.budget_samples divisible by it")
@@ -96,8 +123,14 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
     # starts from a fresh initialisation (every Oracle and Restart step) always warms up.
     continues = method.warm_start and t > 0
     warmup = tcfg["warmup_iterations"] if (not continues or tcfg["warmup_later_steps"]) else 0
-    max_lr = step_max_lr(tcfg["lr"], t, len(steps), tcfg["max_lr_decay"], continues)
+    max_lr = step_max_lr(tcfg["lr"], t, len(steps), tcfg["max_lr_decay"], continues, tcfg["continue_lr"])
     optimizer, schedule = adamw_cosine(model, max_lr, tcfg["weight_decay"], warmup, iterations)
+    carry = continues and tcfg["carry_optimizer"]
+    if carry:
+        if not init_optimizer:
+            raise ValueError(f"{method_name} continues step '{step}' with train.carry_optimizer, but no optimizer "
+                             "state of the previous step was given")
+        load_optimizer_state(optimizer, init_optimizer)
     loss_fn = clip_loss(world)
     ctx = StepContext(method, t, steps, model, tokenizer, config, device, forward_macs_per_sample=forward_macs,
                       init_state=init_state, val_shards=dict(val_shards_by_step or {}))
@@ -105,7 +138,8 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
 
     resume_path = Path(out_model).with_name("resume.pt")
     inputs = input_identity({s: shards_by_step[s] for s in plan}, val_shards_by_step or {},
-                            init_checkpoint if init_state is not None else None)
+                            init_checkpoint if init_state is not None else None,
+                            init_optimizer if carry else None)
     fingerprint = _resume_fingerprint(config, run_name, method_name, step, init_checkpoint, inputs)
     replayed_shards = {sh for s in replay for sh in shards_by_step[s]}
     batches = train_batches(shards, batch_size=tcfg["batch_size"] // world.world_size, pixels=pixels,
@@ -134,16 +168,18 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
                "data_plan": plan, "replay": {s: {"requested": replay_counts[s], "drawn": len(k)} for s, k in replay.items()},
                "samples_seen": seen, "budget_samples": budget, "iterations": len(rows) and rows[-1]["iteration"],
                "macs_per_sample": macs_per_sample, "macs": trained.macs(ctx.extra_macs),
-               "extra_macs": ctx.extra_macs, "budget_macs": macs_per_sample * tcfg["budget_samples"],
+               "extra_macs": ctx.extra_macs, "budget_macs": macs_per_sample * matched_budget(t, tcfg),
                "skipped_corrupt": skipped, "skipped_by_reason": skipped_by_reason, "seconds": round(seconds, 3),
                "samples_per_s": round(seen / seconds, 2), "seed": seed, "warmup_iterations": warmup,
-               "max_lr": max_lr, "method_info": ctx.info}
+               "max_lr": max_lr, "carried_optimizer": carry, "method_info": ctx.info}
 
     compute["processes"] = world.world_size
     if world.is_main:
         write_log(rows, out_log)
         Path(out_compute).write_text(json.dumps(compute, indent=2))
         save_checkpoint({k: v.cpu() for k, v in model.state_dict().items()}, out_model)
+        if out_optimizer:
+            save_optimizer_state(optimizer, out_optimizer)
         resume_path.unlink(missing_ok=True)
     barrier(world)
     return compute
