@@ -9,12 +9,16 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_startup import NO_TORCH, SCRIPTS, script_imports  # noqa: E402
 
 
-def _loaded_after(lines: list[str]) -> set[str]:
-    code = "\n".join(lines + ["import sys",
-                              "print(' '.join(m for m in ('torch', 'open_clip', 'webdataset') if m in sys.modules))"])
+def _python(code: str) -> str:
+    """Run ``code`` in a fresh interpreter at the repository root; its stdout (it must succeed)."""
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    return set(out.stdout.split())
+    return out.stdout
+
+
+def _loaded_after(lines: list[str]) -> set[str]:
+    return set(_python("\n".join(lines + [
+        "import sys", "print(' '.join(m for m in ('torch', 'open_clip', 'webdataset') if m in sys.modules))"])).split())
 
 
 def test_tables_figures_and_data_jobs_never_import_torch():
@@ -33,9 +37,7 @@ def test_open_clip_is_imported_without_wandb_which_stays_importable():
             "assert 'wandb' not in sys.modules, 'wandb was imported'\n"
             "assert import_open_clip() is oc\n"
             "import wandb\nprint(wandb.__name__)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "wandb"
+    assert _python(code).strip() == "wandb"
 
 
 def test_a_job_naming_a_model_without_a_timm_tower_skips_timm_which_stays_importable():
@@ -47,6 +49,4 @@ def test_a_job_naming_a_model_without_a_timm_tower_skips_timm_which_stays_import
             "model, _, _, tok = create_model('ticlip-vit-micro')\n"
             "assert 'timm' not in sys.modules and 'wandb' not in sys.modules, 'timm or wandb imported'\n"
             "import timm\nprint(timm.__name__)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "timm"
+    assert _python(code).strip() == "timm"
