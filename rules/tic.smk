@@ -10,8 +10,8 @@ rule train_step:
         log=f"{TIC}/models/{{run}}/{{step}}/train_log.csv",
         compute=f"{TIC}/models/{{run}}/{{step}}/compute.json",
         # the step's final AdamW state, which a continuing next step starts from (train.carry_optimizer);
-        # temp: removed once the steps that read it are done (about twice the checkpoint's size)
-        optimizer=temp(optimizer_path("{run}", "{step}")),
+        # kept, so that rerunning a later step alone never reruns this one (1-2 MB: stored row-sparse)
+        optimizer=optimizer_path("{run}", "{step}"),
     params:
         method=lambda wildcards: RUNS[wildcards.run].method,
         cfg=lambda wildcards: train_job(config, RUNS[wildcards.run], STEPS.index(wildcards.step)),
