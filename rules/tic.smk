@@ -14,8 +14,8 @@ rule train_step:
         log=f"{TIC}/models/{{run}}/{{step}}/train_log.csv",
         compute=f"{TIC}/models/{{run}}/{{step}}/compute.json",
         # the step's final AdamW state, which a continuing next step starts from (train.carry_optimizer);
-        # temp: removed once the steps that read it are done (about twice the checkpoint's size)
-        **({"optimizer": temp(optimizer_path("{run}", "{step}"))} if CARRY_OPTIMIZER else {}),
+        # kept, so that rerunning a later step alone never reruns this one (1-2 MB: stored row-sparse)
+        **({"optimizer": optimizer_path("{run}", "{step}")} if CARRY_OPTIMIZER else {}),
     params:
         run=lambda wildcards: wildcards.run,
         step=lambda wildcards: wildcards.step,
@@ -41,7 +41,7 @@ rule train_first_step:
         model=first_step_path("model.pt"),
         log=first_step_path("train_log.csv"),
         compute=first_step_path("compute.json"),
-        **({"optimizer": temp(first_step_path("optimizer.pt"))} if CARRY_OPTIMIZER else {}),
+        **({"optimizer": first_step_path("optimizer.pt")} if CARRY_OPTIMIZER else {}),
     params:
         run=FIRST_STEP_RUN.name,
         step=STEPS[0],
@@ -71,7 +71,7 @@ rule share_first_step:
         model=f"{TIC}/models/{{run}}/{STEPS[0]}/model.pt",
         log=f"{TIC}/models/{{run}}/{STEPS[0]}/train_log.csv",
         compute=f"{TIC}/models/{{run}}/{STEPS[0]}/compute.json",
-        **({"optimizer": temp(optimizer_path("{run}", STEPS[0]))} if CARRY_OPTIMIZER else {}),
+        **({"optimizer": optimizer_path("{run}", STEPS[0])} if CARRY_OPTIMIZER else {}),
     wildcard_constraints:
         run="|".join(map(re.escape, SHARED_FIRST)) or "$^",
     params:

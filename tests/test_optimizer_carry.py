@@ -7,7 +7,7 @@ import torch
 import ticlip_core.tic.train as tic_train
 from conftest import micro_config
 from ticlip_core.data.bucketing import step_shards
-from ticlip_core.engine.contrastive import adamw_cosine, load_optimizer_state, save_optimizer_state
+from ticlip_core.engine.contrastive import adamw_cosine, load_optimizer_state, read_optimizer_state, save_optimizer_state
 from ticlip_core.engine.method import Method
 from ticlip_core.registry import unregister
 from ticlip_core.tic.methods import register
@@ -22,15 +22,21 @@ def shards(tiny_world):
 
 @pytest.fixture
 def starts(monkeypatch):
-    """The optimizer state each ``train_step`` call hands its loop, in call order."""
-    seen = []
-    real = tic_train.train_loop
+    """The optimizer state each ``train_step`` call hands its loop, and the one it saves at its
+    end, in call order."""
+    seen = {"start": [], "end": []}
+    loop, save = tic_train.train_loop, tic_train.save_optimizer_state
 
-    def spy(**kwargs):
-        seen.append(_copy(kwargs["optimizer"].state_dict()["state"]))
-        return real(**kwargs)
+    def spy_loop(**kwargs):
+        seen["start"].append(_copy(kwargs["optimizer"].state_dict()["state"]))
+        return loop(**kwargs)
 
-    monkeypatch.setattr(tic_train, "train_loop", spy)
+    def spy_save(optimizer, path):
+        seen["end"].append(_copy(optimizer.state_dict()["state"]))
+        return save(optimizer, path)
+
+    monkeypatch.setattr(tic_train, "train_loop", spy_loop)
+    monkeypatch.setattr(tic_train, "save_optimizer_state", spy_save)
     return seen
 
 
@@ -54,21 +60,24 @@ def _step(cfg, tmp_path, shards, method, step, tag, init=None):
 def test_a_continuing_step_starts_from_the_saved_state_and_a_fresh_one_does_not(shards, starts, tmp_path):
     cfg = micro_config(budget_samples=64, batch_size=16, carry_optimizer=True)
     first = _step(cfg, tmp_path, shards, "sequential", "2014", "s0")
-    saved = torch.load(tmp_path / "s0.opt", weights_only=True)["state"]
-    assert starts[0] == {} and not first["carried_optimizer"]  # the first step: a fresh AdamW
-    assert saved and all(float(s["step"]) == 4 for s in saved.values())  # 64 / 16 updates
+    ended = starts["end"][0]
+    assert starts["start"][0] == {} and not first["carried_optimizer"]  # the first step: a fresh AdamW
+    assert ended and all(float(s["step"]) == 4 for s in ended.values())  # 64 / 16 updates
+    assert _same(read_optimizer_state(tmp_path / "s0.opt")["state"], ended)  # written exactly ...
+    packed = torch.load(tmp_path / "s0.opt", weights_only=True)["state"]
+    assert any(isinstance(v, dict) for s in packed.values() for v in s.values())  # ... unused vocabulary rows left out
 
     carried = _step(cfg, tmp_path, shards, "sequential", "2015", "s1", init="s0")
-    assert carried["carried_optimizer"] and _same(starts[1], saved)
+    assert carried["carried_optimizer"] and _same(starts["start"][1], ended)  # starts where the last step ended
     # the carried state trains on: its step counts continue from the previous step's
-    assert all(float(s["step"]) == 8 for s in torch.load(tmp_path / "s1.opt", weights_only=True)["state"].values())
+    assert all(float(s["step"]) == 8 for s in read_optimizer_state(tmp_path / "s1.opt")["state"].values())
 
     restarted = _step(cfg, tmp_path, shards, "restart", "2015", "r1")  # a fresh initialisation
-    assert starts[2] == {} and not restarted["carried_optimizer"]
+    assert starts["start"][2] == {} and not restarted["carried_optimizer"]
 
     cfg_off = micro_config(budget_samples=64, batch_size=16, carry_optimizer=False)
     fresh = _step(cfg_off, tmp_path, shards, "sequential", "2015", "f1", init="s0")
-    assert starts[3] == {} and not fresh["carried_optimizer"]
+    assert starts["start"][3] == {} and not fresh["carried_optimizer"]
     weights = [torch.load(tmp_path / f"{t}.pt", weights_only=True) for t in ("s1", "f1")]
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # carrying changes the step
 
@@ -124,7 +133,7 @@ def test_a_killed_continuing_step_resumes_to_the_weights_of_an_uninterrupted_one
         _step(cfg, tmp_path, shards, "killed_test", "2015", "whole", init="s0")  # uninterrupted
         a, b = (torch.load(tmp_path / f"{t}.pt", weights_only=True) for t in ("killed", "whole"))
         assert all(torch.equal(a[k], b[k]) for k in a)
-        oa, ob = (torch.load(tmp_path / f"{t}.opt", weights_only=True)["state"] for t in ("killed", "whole"))
+        oa, ob = (read_optimizer_state(tmp_path / f"{t}.opt")["state"] for t in ("killed", "whole"))
         assert _same(oa, ob)
     finally:
         unregister("tic", "killed_test")

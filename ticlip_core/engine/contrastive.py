@@ -37,21 +37,27 @@ def adamw_cosine(model: torch.nn.Module, max_lr: float, weight_decay: float, war
     return optimizer, cosine_lr(optimizer, max_lr, warmup, iterations)
 
 
+#: a state tensor at least this large whose rows are mostly all zero is stored row-sparse (the
+#: moments of the token embedding's rows no caption uses are exactly zero: most of the vocabulary)
+_SPARSE_MIN_NUMEL = 4096
+
+
 def save_optimizer_state(optimizer: torch.optim.Optimizer, path) -> None:
     """Write ``optimizer.state_dict()`` (AdamW's per-parameter step counts and moments, and its
     groups) to ``path`` atomically, tensors on the CPU: what a step continuing from this one's
-    checkpoint starts from (``load_optimizer_state``), as open_clip_train's ``--resume`` does."""
+    checkpoint starts from (``load_optimizer_state``), as open_clip_train's ``--resume`` does.
+    A large moment whose rows are mostly zero keeps only its non-zero rows (exactly restored)."""
     from ticlip_core.models import atomic_torch_save
 
-    atomic_torch_save(_to_cpu(optimizer.state_dict()), path)
+    state = _to_cpu(optimizer.state_dict())
+    state["state"] = {i: {k: _pack_rows(v) for k, v in s.items()} for i, s in state["state"].items()}
+    atomic_torch_save(state, path)
 
 
-def load_optimizer_state(optimizer: torch.optim.Optimizer, path) -> None:
-    """Carry the per-parameter state saved at ``path`` (``save_optimizer_state``) into
-    ``optimizer``: step counts and moments; the groups' settings (LR, weight decay) stay the new
-    optimizer's own. The saved state must be of an optimizer over the same parameters in the same
-    groups (the same model and ``param_groups``): a file that cannot be read, or whose groups or
-    tensor shapes differ, raises ``ValueError`` naming the path and the problem."""
+def read_optimizer_state(path) -> dict:
+    """The optimizer state_dict ``save_optimizer_state`` wrote to ``path``, row-packed moments
+    restored. A missing file raises ``FileNotFoundError``, one that cannot be read or is no
+    optimizer state ``ValueError``, each naming the path."""
     import pickle
     from pathlib import Path
 
@@ -65,6 +71,17 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, path) -> None:
                          f"and rerun the step that writes it ({type(err).__name__}: {str(err)[:300]})") from err
     if not isinstance(saved, dict) or not {"state", "param_groups"} <= set(saved):
         raise ValueError(f"optimizer state {path} is not an optimizer state_dict (no 'state' and 'param_groups')")
+    saved["state"] = {i: {k: _unpack_rows(v) for k, v in s.items()} for i, s in saved["state"].items()}
+    return saved
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, path) -> None:
+    """Carry the per-parameter state saved at ``path`` (``save_optimizer_state``) into
+    ``optimizer``: step counts and moments; the groups' settings (LR, weight decay) stay the new
+    optimizer's own. The saved state must be of an optimizer over the same parameters in the same
+    groups (the same model and ``param_groups``): a file that cannot be read, or whose groups or
+    tensor shapes differ, raises ``ValueError`` naming the path and the problem."""
+    saved = read_optimizer_state(path)
     current = optimizer.state_dict()
     sizes = [len(g["params"]) for g in current["param_groups"]]
     saved_sizes = [len(g["params"]) for g in saved["param_groups"]]
@@ -79,6 +96,26 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, path) -> None:
                                  f"{tuple(value.shape)}, the parameter {tuple(params[index].shape)}")
     current["state"] = saved["state"]
     optimizer.load_state_dict(current)
+
+
+def _pack_rows(value):
+    """``value``, or, for a large tensor with fewer than half of its rows non-zero, a dict of
+    those rows (``rows``, ``values``) and the ``shape`` (``_unpack_rows`` restores it exactly)."""
+    if not torch.is_tensor(value) or value.dim() < 2 or value.numel() < _SPARSE_MIN_NUMEL:
+        return value
+    rows = value.reshape(value.shape[0], -1).ne(0).any(dim=1).nonzero().flatten()
+    if len(rows) * 2 >= value.shape[0]:
+        return value
+    return {"rows": rows, "values": value[rows].clone(), "shape": list(value.shape)}
+
+
+def _unpack_rows(value):
+    """The tensor ``_pack_rows`` packed (anything else unchanged)."""
+    if not isinstance(value, dict):
+        return value
+    full = torch.zeros(value["shape"], dtype=value["values"].dtype)
+    full[value["rows"]] = value["values"]
+    return full
 
 
 def _to_cpu(value):

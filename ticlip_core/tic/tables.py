@@ -302,7 +302,8 @@ def table_caption(df: pd.DataFrame) -> str:
         f"static avg = mean over {static_txt} of the final model{final}. "
         "ID = mean_i E[i][i]; backward / forward = mean of E[i][j] over all j < i / j > i "
         "(TiC-CLIP; docs/metrics.md). Compute and samples seen are totals over all steps; "
-        "x budget = compute / (T x C samples' training compute); "
+        "x budget = compute / the compute-matched budget's (C samples per step, the first step's own "
+        "budget there when it has one); "
         f"{OVER_BUDGET_MARK} = over the compute-matched budget (Oracle by design, LwF by its teacher's "
         "forward passes, Patching by its alpha search)."
         + chance_text(a.get("classification_classes"), a.get("retrieval_pool_size"))
