@@ -109,7 +109,9 @@ def write_manifest(metadata: pd.DataFrame, prepared_path: str | Path, excluded_p
     keep = c.keep
     table = pa.Table.from_pandas(metadata, preserve_index=False)
     sample_id = pa.Table.from_pandas(c.sample_id.to_frame("sample_id"), preserve_index=False).column(0)
-    plain = {columns["url"], columns["caption"], columns.get("id"), "timestamp", "sample_id"} - {None}
+    # unique strings: a dictionary or min/max statistics would cost time and save nothing
+    plain = {columns["url"], columns["caption"], columns.get("id"), timestamp.get("column"), "timestamp", "sample_id"}
+    plain -= {None}
     keep_mask, drop_mask = pa.array(keep), pa.array(~keep)
     # The split hash holds the GIL; Arrow's filtering and parquet writing release it, so the
     # excluded rows are written while the kept ids are hashed
@@ -135,7 +137,8 @@ def write_manifest(metadata: pd.DataFrame, prepared_path: str | Path, excluded_p
     assert prepared.num_rows + int((~keep).sum()) == c.n, "write_manifest lost rows"
     added = {"timestamp": STR_DTYPE, "sample_id": c.sample_id.dtype, "step": np.dtype(object), "split": np.dtype(object)}
     prepared = _with_pandas_metadata(prepared, table, added, rename)
-    _write_parquet(prepared, prepared_path, {rename.get(n, n) for n in plain | {"timestamp_raw"}})
+    prepared_plain = {rename.get(n, n) for n in plain | {"timestamp_raw" if n == "timestamp" else n for n in plain}}
+    _write_parquet(prepared, prepared_path, prepared_plain)
     return summary
 
 
