@@ -5,7 +5,8 @@ step and a train/val/test split) or in ``excluded`` with the reason, and the sum
 both. URLs the download policy refuses (``url_policy``: schemes other than http/https,
 loopback, private and link-local hosts, malformed URLs) are excluded here, before img2dataset
 sees them. The split is ``bucketing.split_of_key(sample_id, ...)``, so it never changes between
-runs and matches the bucketing of synthetic data.
+runs and matches the bucketing of synthetic data. ``write_manifest`` (what the prepare_metadata
+job runs) writes the same two tables straight to parquet with Arrow.
 """
 from __future__ import annotations
 
