@@ -309,6 +309,8 @@ def test_write_manifest_options_and_bad_rename(tmp_path):
     assert codecs["id"] == codecs["sample_id"] == "UNCOMPRESSED" and codecs["caption"] == "SNAPPY"
     with pytest.raises(ValueError, match="rename names column.*sha256"):
         write_manifest(meta, tmp_path / "p2.parquet", tmp_path / "e2.parquet", rename={"sha256": "x"}, **kwargs)
+    with pytest.raises(ValueError, match="repeated column names"):
+        write_manifest(meta, tmp_path / "p2.parquet", tmp_path / "e2.parquet", rename={"caption": "url"}, **kwargs)
     assert not (tmp_path / "p2.parquet").exists() and not (tmp_path / "e2.parquet").exists()
 
 

@@ -100,13 +100,16 @@ def write_manifest(metadata: pd.DataFrame, prepared_path: str | Path, excluded_p
     or statistics for the URL, caption, id and timestamp columns. ``rename`` maps prepared
     columns to new names (ValueError for a column the prepared table does not have).
     """
-    c = _classify(metadata, steps, columns, timestamp, val_fraction, test_fraction, url_policy)
     names = _prepared_names(metadata.columns)
     rename = dict(rename or {})
     unknown = [k for k in rename if k not in names]
     if unknown:
         raise ValueError(f"write_manifest: rename names column(s) {', '.join(map(str, unknown))} that the "
                          f"prepared table does not have; its columns: {', '.join(map(str, names))}")
+    final = [rename.get(n, n) for n in names]
+    if len(set(final)) < len(final):
+        raise ValueError(f"write_manifest: rename {rename} gives the prepared table repeated column names: {final}")
+    c = _classify(metadata, steps, columns, timestamp, val_fraction, test_fraction, url_policy)
     keep = c.keep
     table = pa.Table.from_pandas(metadata, preserve_index=False)
     sample_id = pa.Table.from_pandas(c.sample_id.to_frame("sample_id"), preserve_index=False).column(0)
