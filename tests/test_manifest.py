@@ -11,6 +11,7 @@ import pytest
 from ticlip_core.data.bucketing import parse_steps, split_of_key
 from ticlip_core.data.bucketing import split_indices
 from ticlip_core.data.download import source_renames
+from ticlip_core.data import manifest
 from ticlip_core.data.manifest import REASONS, build_manifest, write_manifest
 from ticlip_core.data.metadata import PRESETS, read_metadata
 from ticlip_core.data.timestamps import STR_DTYPE
@@ -269,9 +270,11 @@ def written_as_before(frame: pd.DataFrame, path) -> pa.Table:
 
 
 @pytest.mark.parametrize("text_dtype", [object, STR_DTYPE])
-def test_write_manifest_files_hold_build_manifests_tables(tmp_path, text_dtype):
+def test_write_manifest_files_hold_build_manifests_tables(tmp_path, monkeypatch, text_dtype):
     """The files read back as build_manifest's tables written by to_parquet (values, column
-    order and names, Arrow types, pandas dtypes), renames, extra columns and refusals included."""
+    order and names, Arrow types, pandas dtypes), renames, extra columns and refusals included;
+    the prepared rows are hashed and written in row groups (here of 500 rows)."""
+    monkeypatch.setattr(manifest, "_ROW_GROUP", 500)
     meta = with_refused_urls(metadata())
     meta["timestamp"] = meta["ts"]                                  # kept as timestamp_raw
     meta["sha256"] = [f"{i:064x}" for i in range(len(meta))]         # a column img2dataset writes itself
@@ -294,6 +297,7 @@ def test_write_manifest_files_hold_build_manifests_tables(tmp_path, text_dtype):
         pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / f"{name}.parquet"),
                                       pd.read_parquet(tmp_path / f"{name}_before.parquet"), check_exact=True)
     assert "timestamp_raw" in written_as_before(prepared, tmp_path / "x.parquet").column_names
+    assert pq.ParquetFile(tmp_path / "p.parquet").metadata.num_row_groups == -(-len(prepared) // 500)
 
 
 def test_write_manifest_options_and_bad_rename(tmp_path):

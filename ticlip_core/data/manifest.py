@@ -37,6 +37,8 @@ ADDED_COLUMNS = ("timestamp", "sample_id", "step", "split")
 _UID_FILE_SUFFIXES = (".npy",)
 _TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv")
 _YEAR_STARTS_NS = np.arange(YEAR_MIN - 1970, YEAR_MAX + 2 - 1970).astype("M8[Y]").astype("M8[ns]").view(np.int64)
+# Rows per row group of the prepared parquet written by write_manifest
+_ROW_GROUP = 1 << 17
 _TABLE_DAY0 = int(_YEAR_STARTS_NS[0] // (86400 * 10**9))
 
 
@@ -94,8 +96,9 @@ def write_manifest(metadata: pd.DataFrame, prepared_path: str | Path, excluded_p
 
     The files hold the tables that ``build_manifest`` returns, as ``DataFrame.to_parquet``
     would write them (``pandas.read_parquet`` reads back the same frames), but the tables are
-    assembled and written by Arrow, without building pandas columns of Python strings, and the
-    excluded rows are written while the split hash of the kept ones runs. Writer options (see
+    assembled and written by Arrow, without building pandas columns of Python strings, and each
+    row group of ``prepared`` (``_ROW_GROUP`` rows) is written while the split hash of the next
+    runs. Writer options (see
     ``_write_parquet``): snappy compression except for columns snappy cannot shrink, no dictionary
     or statistics for the URL, caption, id and timestamp columns. ``rename`` maps prepared
     columns to new names (ValueError for a column the prepared table does not have).
@@ -117,33 +120,54 @@ def write_manifest(metadata: pd.DataFrame, prepared_path: str | Path, excluded_p
     plain = {columns["url"], columns["caption"], columns.get("id"), timestamp.get("column"), "timestamp", "sample_id"}
     plain -= {None}
     keep_mask, drop_mask = pa.array(keep), pa.array(~keep)
-    # The split hash holds the GIL; Arrow's filtering and parquet writing release it, so the
-    # excluded rows are written while the kept ids are hashed
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        hashing = pool.submit(key_hashes, c.ids.filter(keep_mask))
-        reason = pa.array((None,) + REASONS, pa.string()).take(pa.array(c.reason[~keep]))
-        excluded = table.filter(drop_mask).append_column("reason", reason)
-        excluded = excluded.append_column("reason_detail", _reason_details(c))
-        excluded = _with_pandas_metadata(excluded, table, {"reason": np.dtype(object), "reason_detail": STR_DTYPE})
-        _write_parquet(excluded, excluded_path, plain)
-        prepared = table.filter(keep_mask).rename_columns(names[:table.num_columns])
-        prepared = prepared.append_column("timestamp", _iso_arrow(c.ns[keep]))
-        prepared = prepared.append_column("sample_id", sample_id.filter(keep_mask))
-        prepared = prepared.append_column("step", pa.array([s.name for s in steps], pa.string()).take(c.step_idx[keep]))
-        hashes = hashing.result()
-    split_idx = split_of_hashes(hashes, val_fraction, test_fraction)
-    try:
-        summary = _summary(c, steps, split_idx)
-    except ValueError:
-        Path(excluded_path).unlink(missing_ok=True)   # no half-written manifest
-        raise
-    prepared = prepared.append_column("split", pa.array(SPLITS, pa.string()).take(split_idx))
-    assert prepared.num_rows + int((~keep).sum()) == c.n, "write_manifest lost rows"
+    reason = pa.array((None,) + REASONS, pa.string()).take(pa.array(c.reason[~keep]))
+    excluded = table.filter(drop_mask).append_column("reason", reason)
+    excluded = excluded.append_column("reason_detail", _reason_details(c))
+    excluded = _with_pandas_metadata(excluded, table, {"reason": np.dtype(object), "reason_detail": STR_DTYPE})
+    prepared = table.filter(keep_mask).rename_columns(names[:table.num_columns])
+    prepared = prepared.append_column("timestamp", _iso_arrow(c.ns[keep]))
+    prepared = prepared.append_column("sample_id", sample_id.filter(keep_mask))
+    prepared = prepared.append_column("step", pa.array([s.name for s in steps], pa.string()).take(c.step_idx[keep]))
     added = {"timestamp": STR_DTYPE, "sample_id": c.sample_id.dtype, "step": np.dtype(object), "split": np.dtype(object)}
-    prepared = _with_pandas_metadata(prepared, table, added, rename)
+    no_rows = prepared.slice(0, 0).append_column("split", pa.array([], pa.string()))
+    schema = _with_pandas_metadata(no_rows, table, added, rename).schema
     prepared_plain = {rename.get(n, n) for n in plain | {"timestamp_raw" if n == "timestamp" else n for n in plain}}
-    _write_parquet(prepared, prepared_path, prepared_plain)
-    return summary
+    options = _writer_options(prepared, prepared_plain, rename)
+    split_name = rename.get("split", "split")
+    options["compression"][split_name] = "snappy"
+    options["use_dictionary"].append(split_name)
+    options["write_statistics"].append(split_name)
+    kept_ids = c.ids.filter(keep_mask)
+    splits = pa.array(SPLITS, pa.string())
+
+    def row_group(lo: int) -> tuple[pa.Table, np.ndarray]:
+        """Rows lo.. of the prepared table with their split (the hash holds the GIL, so a whole
+        row group is made here, leaving the writer few Python steps between its writes)."""
+        split_idx = split_of_hashes(key_hashes(kept_ids.slice(lo, _ROW_GROUP)), val_fraction, test_fraction)
+        rows = prepared.slice(lo, _ROW_GROUP)
+        return pa.Table.from_arrays([*rows.columns, splits.take(split_idx)], schema=schema), split_idx
+
+    try:
+        # One worker hashes row group after row group, then writes the excluded rows; this
+        # thread writes each row group as it comes: the split hash holds the GIL, Arrow's
+        # parquet writer releases it, so hashing and writing overlap.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            groups = [pool.submit(row_group, lo) for lo in range(0, prepared.num_rows, _ROW_GROUP)]
+            writing_excluded = pool.submit(_write_parquet, excluded, excluded_path, plain)
+            split_parts = []
+            with pq.ParquetWriter(prepared_path, schema, **options) as writer:
+                for group in groups:
+                    rows, split_idx = group.result()
+                    writer.write_table(rows, row_group_size=_ROW_GROUP)
+                    split_parts.append(split_idx)
+            writing_excluded.result()
+        split_idx = np.concatenate(split_parts) if split_parts else np.zeros(0, np.int8)
+        assert len(split_idx) + int((~keep).sum()) == c.n, "write_manifest lost rows"
+        return _summary(c, steps, split_idx)
+    except BaseException:
+        for path in (prepared_path, excluded_path):   # no half-written manifest
+            Path(path).unlink(missing_ok=True)
+        raise
 
 
 class _Classified(NamedTuple):
@@ -235,14 +259,21 @@ def _with_pandas_metadata(table: pa.Table, source: pa.Table, added: Mapping, ren
 
 
 def _write_parquet(table: pa.Table, path: str | Path, plain: set) -> None:
-    """Write ``table`` to parquet, with options chosen for speed: the ``plain`` columns (unique
-    values such as URLs, captions, ids) get neither a dictionary nor statistics (neither pays for
-    unique strings), and each column is snappy-compressed unless a sample of it does not shrink
-    (random hex ids: compressing them costs time and saves nothing)."""
-    names = table.column_names
-    pq.write_table(table, path, compression={n: _compression(table.column(n)) for n in names},
-                   use_dictionary=[n for n in names if n not in plain],
-                   write_statistics=[n for n in names if n not in plain])
+    """Write ``table`` to parquet with ``_writer_options``."""
+    pq.write_table(table, path, **_writer_options(table, plain))
+
+
+def _writer_options(table: pa.Table, plain: set, rename: Mapping | None = None) -> dict:
+    """``pq.write_table`` options chosen for speed: the ``plain`` columns (unique values such as
+    URLs, captions, ids) get neither a dictionary nor statistics (neither pays for unique
+    strings), and each column is snappy-compressed unless a sample of it does not shrink (random
+    hex ids: compressing them costs time and saves nothing). The options name the columns
+    after ``rename``."""
+    rename = rename or {}
+    names = [rename.get(n, n) for n in table.column_names]
+    return {"compression": {new: _compression(table.column(old)) for old, new in zip(table.column_names, names)},
+            "use_dictionary": [n for n in names if n not in plain],
+            "write_statistics": [n for n in names if n not in plain]}
 
 
 def _compression(column: pa.ChunkedArray) -> str:
