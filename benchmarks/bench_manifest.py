@@ -6,8 +6,8 @@ Generates a metadata parquet (DataComp-style uid, url, caption and a timestamp c
 ISO-8601 strings, epoch seconds and epoch milliseconds, with ~1% missing and ~1% garbage
 timestamps, years 2010-2023) in a temporary folder, then times over the repeats:
 
-- ``manifest``: read_metadata + build_manifest (steps 2014-2015 .. 2020-2021) + writing the
-  prepared and excluded tables to parquet;
+- ``manifest``: what the prepare_metadata job does: read_metadata + write_manifest (steps
+  2014-2015 .. 2020-2021; build_manifest's tables, written to parquet by Arrow);
 - ``parse_timestamps_object`` / ``parse_timestamps_str``: the mixed timestamp column alone, as
   a Python-object column and as read_metadata returns it (Arrow-backed ``str``);
 - ``uid_years_read``: read_uid_year_files on one sorted ``u8,u8`` .npy per year;
@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 
 from ticlip_core.data.bucketing import assign_steps, parse_steps, summarise
-from ticlip_core.data.manifest import build_manifest
+from ticlip_core.data.download import source_renames
+from ticlip_core.data.manifest import write_manifest
 from ticlip_core.data.metadata import read_metadata
 from ticlip_core.data.timestamps import parse_timestamps
 from ticlip_core.data.uid_years import read_uid_year_files, uids_to_pairs, years_of_uids
@@ -68,14 +69,15 @@ def make_metadata(rows: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
 
 
 def time_manifest(meta_path: Path, out_dir: Path, timestamp: dict) -> tuple[float, dict]:
-    """read_metadata + build_manifest + both parquet writes; returns (seconds, summary)."""
+    """read_metadata + write_manifest, as workflow_scripts/prepare_metadata.py calls them;
+    returns (seconds, summary)."""
     start = time.perf_counter()
     meta = read_metadata(str(meta_path))
-    prepared, excluded, summary = build_manifest(
-        meta, steps=parse_steps(STEPS), columns={"url": "url", "caption": "text", "id": "uid"},
-        timestamp=timestamp, val_fraction=0.05, test_fraction=0.1)
-    prepared.to_parquet(out_dir / "prepared.parquet", index=False)
-    excluded.to_parquet(out_dir / "excluded.parquet", index=False)
+    columns = {"url": "url", "caption": "text", "id": "uid"}
+    summary = write_manifest(
+        meta, out_dir / "prepared.parquet", out_dir / "excluded.parquet",
+        rename=source_renames(meta.columns, columns["url"], columns["caption"]), steps=parse_steps(STEPS),
+        columns=columns, timestamp=timestamp, val_fraction=0.05, test_fraction=0.1)
     return time.perf_counter() - start, summary
 
 

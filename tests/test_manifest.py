@@ -1,14 +1,20 @@
-"""build_manifest: every row lands in a step or is excluded with its reason; splits match split_of_key."""
+"""build_manifest: every row lands in a step or is excluded with its reason; splits match split_of_key;
+write_manifest writes the same tables."""
 import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from ticlip_core.data.bucketing import parse_steps, split_of_key
 from ticlip_core.data.bucketing import split_indices
-from ticlip_core.data.manifest import REASONS, build_manifest
+from ticlip_core.data.download import source_renames
+from ticlip_core.data import manifest
+from ticlip_core.data.manifest import REASONS, build_manifest, write_manifest
 from ticlip_core.data.metadata import PRESETS, read_metadata
+from ticlip_core.data.timestamps import STR_DTYPE
 
 STEPS = parse_steps(["2014-2015", "2016", "2017-2018"])
 COLUMNS = {"url": "url", "caption": "caption", "id": "id"}
@@ -255,3 +261,65 @@ def test_allowing_private_hosts_and_other_schemes():
 def test_reason_detail_is_a_column_the_metadata_may_not_have():
     with pytest.raises(ValueError, match="already has column.*reason_detail"):
         build(metadata(n=50).assign(reason_detail="x"))
+
+
+def written_as_before(frame: pd.DataFrame, path) -> pa.Table:
+    """``frame`` as ``DataFrame.to_parquet`` writes it, read back."""
+    frame.to_parquet(path, index=False)
+    return pq.read_table(path)
+
+
+@pytest.mark.parametrize("text_dtype", [object, STR_DTYPE])
+def test_write_manifest_files_hold_build_manifests_tables(tmp_path, monkeypatch, text_dtype):
+    """The files read back as build_manifest's tables written by to_parquet (values, column
+    order and names, Arrow types, pandas dtypes), renames, extra columns and refusals included;
+    the prepared rows are hashed and written in row groups (here of 500 rows)."""
+    monkeypatch.setattr(manifest, "_ROW_GROUP", 500)
+    meta = with_refused_urls(metadata())
+    meta["timestamp"] = meta["ts"]                                  # kept as timestamp_raw
+    meta["sha256"] = [f"{i:064x}" for i in range(len(meta))]         # a column img2dataset writes itself
+    meta["width"] = pd.array(np.where(np.arange(len(meta)) % 5 == 0, None, np.arange(len(meta))), dtype="Int64")
+    meta["when"] = pd.Timestamp("2020-01-01", tz="UTC") + pd.to_timedelta(np.arange(len(meta)), unit="s")
+    for col in ("id", "url", "caption", "ts", "timestamp", "sha256"):
+        meta[col] = meta[col].astype(text_dtype)
+    rename = source_renames(meta.columns, "url", "caption")
+    assert rename == {"sha256": "source_sha256", "width": "source_width"}
+    kwargs = dict(steps=STEPS, columns=COLUMNS, timestamp={"column": "ts", "unit": "auto"}, val_fraction=0.05,
+                  test_fraction=0.1)
+    prepared, excluded, summary = build_manifest(meta, **kwargs)
+    got = write_manifest(meta, tmp_path / "p.parquet", tmp_path / "e.parquet", rename=rename, **kwargs)
+    assert got == summary
+    for name, frame in (("p", prepared.rename(columns=rename)), ("e", excluded)):
+        expected = written_as_before(frame, tmp_path / f"{name}_before.parquet")
+        written = pq.read_table(tmp_path / f"{name}.parquet")
+        assert written.schema.equals(expected.schema, check_metadata=True), name
+        assert written.equals(expected), name
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / f"{name}.parquet"),
+                                      pd.read_parquet(tmp_path / f"{name}_before.parquet"), check_exact=True)
+    assert "timestamp_raw" in written_as_before(prepared, tmp_path / "x.parquet").column_names
+    assert pq.ParquetFile(tmp_path / "p.parquet").metadata.num_row_groups == -(-len(prepared) // 500)
+
+
+def test_write_manifest_options_and_bad_rename(tmp_path):
+    """Random hex ids are stored uncompressed, text that compresses with snappy; a rename of a
+    column the table lacks fails before anything is written."""
+    n = 3000
+    meta = metadata(n).assign(id=random_uids(n), caption=[f"a photo of a cat number {i % 50}" for i in range(n)])
+    kwargs = dict(steps=STEPS, columns=COLUMNS, timestamp={"column": "ts", "unit": "auto"}, val_fraction=0.05,
+                  test_fraction=0.1)
+    write_manifest(meta, tmp_path / "p.parquet", tmp_path / "e.parquet", **kwargs)
+    row_group = pq.ParquetFile(tmp_path / "p.parquet").metadata.row_group(0)
+    codecs = {row_group.column(j).path_in_schema: row_group.column(j).compression for j in range(row_group.num_columns)}
+    assert codecs["id"] == codecs["sample_id"] == "UNCOMPRESSED" and codecs["caption"] == "SNAPPY"
+    with pytest.raises(ValueError, match="rename names column.*sha256"):
+        write_manifest(meta, tmp_path / "p2.parquet", tmp_path / "e2.parquet", rename={"sha256": "x"}, **kwargs)
+    with pytest.raises(ValueError, match="repeated column names"):
+        write_manifest(meta, tmp_path / "p2.parquet", tmp_path / "e2.parquet", rename={"caption": "url"}, **kwargs)
+    assert not (tmp_path / "p2.parquet").exists() and not (tmp_path / "e2.parquet").exists()
+
+
+def test_write_manifest_without_training_rows_leaves_no_file(tmp_path):
+    with pytest.raises(ValueError, match="without training rows"):
+        write_manifest(metadata(n=200), tmp_path / "p.parquet", tmp_path / "e.parquet", steps=parse_steps(["2030"]),
+                       columns=COLUMNS, timestamp={"column": "ts", "unit": "auto"}, val_fraction=0.05, test_fraction=0.1)
+    assert list(tmp_path.iterdir()) == []

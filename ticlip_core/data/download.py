@@ -46,6 +46,14 @@ IMG2DATASET_COLUMNS = ("url", "caption", "key", "status", "error_message", "widt
                        "original_width", "original_height", "exif", "sha256")
 
 
+def source_renames(metadata_columns, url_column: str, caption_column: str) -> dict:
+    """``{column: "source_" + column}`` for the metadata columns img2dataset writes itself
+    (``IMG2DATASET_COLUMNS``, e.g. DataComp's ``sha256``, YFCC's ``key``) other than the URL and
+    caption columns it is given: the prepared manifest keeps them under that name."""
+    keep = {url_column, caption_column}
+    return {c: f"source_{c}" for c in metadata_columns if c in IMG2DATASET_COLUMNS and c not in keep}
+
+
 def incomplete_dir(out_dir: str | Path) -> Path:
     """Where an unfinished download lives until it is complete."""
     out_dir = Path(out_dir)

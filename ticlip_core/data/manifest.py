@@ -5,19 +5,23 @@ step and a train/val/test split) or in ``excluded`` with the reason, and the sum
 both. URLs the download policy refuses (``url_policy``: schemes other than http/https,
 loopback, private and link-local hosts, malformed URLs) are excluded here, before img2dataset
 sees them. The split is ``bucketing.split_of_key(sample_id, ...)``, so it never changes between
-runs and matches the bucketing of synthetic data.
+runs and matches the bucketing of synthetic data. ``write_manifest`` (what the prepare_metadata
+job runs) writes the same two tables straight to parquet with Arrow.
 """
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from ticlip_core.data.bucketing import SPLITS, Step, key_hashes, split_of_hashes
 from ticlip_core.data.text_bytes import blank, string_buffers, value_hashes
@@ -33,6 +37,8 @@ ADDED_COLUMNS = ("timestamp", "sample_id", "step", "split")
 _UID_FILE_SUFFIXES = (".npy",)
 _TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv")
 _YEAR_STARTS_NS = np.arange(YEAR_MIN - 1970, YEAR_MAX + 2 - 1970).astype("M8[Y]").astype("M8[ns]").view(np.int64)
+# Rows per row group of the prepared parquet written by write_manifest
+_ROW_GROUP = 1 << 17
 _TABLE_DAY0 = int(_YEAR_STARTS_NS[0] // (86400 * 10**9))
 
 
@@ -63,6 +69,129 @@ def build_manifest(metadata: pd.DataFrame, *, steps: list[Step], columns: dict, 
     ``ValueError`` for missing columns, a bad configuration, or a declared step left without
     training rows.
     """
+    c = _classify(metadata, steps, columns, timestamp, val_fraction, test_fraction, url_policy)
+    keep = c.keep
+    # The split hash is a Python loop that holds the GIL; it runs in a second thread while
+    # this one copies the rows into the two tables with Arrow and NumPy, which release it.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hashing = pool.submit(key_hashes, c.ids.filter(pa.array(keep)))
+        excluded = _rows(metadata, ~keep)
+        out = _rows(metadata, keep)
+        excluded["reason"] = np.array((None,) + REASONS, dtype=object)[c.reason[~keep]]
+        excluded["reason_detail"] = _str_series(_reason_details(c))
+        timestamps = iso_strings(c.ns[keep])
+        kept_ids = _rows(c.sample_id.to_frame(), keep).iloc[:, 0]
+        hashes = hashing.result()
+    split_idx = split_of_hashes(hashes, val_fraction, test_fraction)
+    prepared = _prepared_frame(out, timestamps, kept_ids, steps, c.step_idx[keep], split_idx)
+    assert len(prepared) + len(excluded) == c.n, "build_manifest lost rows"
+    return prepared, excluded, _summary(c, steps, split_idx)
+
+
+def write_manifest(metadata: pd.DataFrame, prepared_path: str | Path, excluded_path: str | Path, *,
+                   steps: list[Step], columns: dict, timestamp: dict, val_fraction: float, test_fraction: float,
+                   url_policy: UrlPolicy | Mapping | None = None, rename: Mapping[str, str] | None = None) -> dict:
+    """``build_manifest``, writing ``prepared`` (its columns renamed by ``rename``) and ``excluded``
+    to parquet files; returns the summary.
+
+    The files hold the tables that ``build_manifest`` returns, as ``DataFrame.to_parquet``
+    would write them (``pandas.read_parquet`` reads back the same frames), but the tables are
+    assembled and written by Arrow, without building pandas columns of Python strings, and each
+    row group of ``prepared`` (``_ROW_GROUP`` rows) is written while the split hash of the next
+    runs. Writer options (see
+    ``_write_parquet``): snappy compression except for columns snappy cannot shrink, no dictionary
+    or statistics for the URL, caption, id and timestamp columns. ``rename`` maps prepared
+    columns to new names (ValueError for a column the prepared table does not have).
+    """
+    names = _prepared_names(metadata.columns)
+    rename = dict(rename or {})
+    unknown = [k for k in rename if k not in names]
+    if unknown:
+        raise ValueError(f"write_manifest: rename names column(s) {', '.join(map(str, unknown))} that the "
+                         f"prepared table does not have; its columns: {', '.join(map(str, names))}")
+    final = [rename.get(n, n) for n in names]
+    if len(set(final)) < len(final):
+        raise ValueError(f"write_manifest: rename {rename} gives the prepared table repeated column names: {final}")
+    c = _classify(metadata, steps, columns, timestamp, val_fraction, test_fraction, url_policy)
+    keep = c.keep
+    table = pa.Table.from_pandas(metadata, preserve_index=False)
+    sample_id = pa.Table.from_pandas(c.sample_id.to_frame("sample_id"), preserve_index=False).column(0)
+    # unique strings: a dictionary or min/max statistics would cost time and save nothing
+    plain = {columns["url"], columns["caption"], columns.get("id"), timestamp.get("column"), "timestamp", "sample_id"}
+    plain -= {None}
+    keep_mask, drop_mask = pa.array(keep), pa.array(~keep)
+    reason = pa.array((None,) + REASONS, pa.string()).take(pa.array(c.reason[~keep]))
+    excluded = table.filter(drop_mask).append_column("reason", reason)
+    excluded = excluded.append_column("reason_detail", _reason_details(c))
+    excluded = _with_pandas_metadata(excluded, table, {"reason": np.dtype(object), "reason_detail": STR_DTYPE})
+    prepared = table.filter(keep_mask).rename_columns(names[:table.num_columns])
+    prepared = prepared.append_column("timestamp", _iso_arrow(c.ns[keep]))
+    prepared = prepared.append_column("sample_id", sample_id.filter(keep_mask))
+    prepared = prepared.append_column("step", pa.array([s.name for s in steps], pa.string()).take(c.step_idx[keep]))
+    added = {"timestamp": STR_DTYPE, "sample_id": c.sample_id.dtype, "step": np.dtype(object), "split": np.dtype(object)}
+    no_rows = prepared.slice(0, 0).append_column("split", pa.array([], pa.string()))
+    schema = _with_pandas_metadata(no_rows, table, added, rename).schema
+    prepared_plain = {rename.get(n, n) for n in plain | {"timestamp_raw" if n == "timestamp" else n for n in plain}}
+    options = _writer_options(prepared, prepared_plain, rename)
+    split_name = rename.get("split", "split")
+    options["compression"][split_name] = "snappy"
+    options["use_dictionary"].append(split_name)
+    options["write_statistics"].append(split_name)
+    kept_ids = c.ids.filter(keep_mask)
+    splits = pa.array(SPLITS, pa.string())
+
+    def row_group(lo: int) -> tuple[pa.Table, np.ndarray]:
+        """Rows lo.. of the prepared table with their split (the hash holds the GIL, so a whole
+        row group is made here, leaving the writer few Python steps between its writes)."""
+        split_idx = split_of_hashes(key_hashes(kept_ids.slice(lo, _ROW_GROUP)), val_fraction, test_fraction)
+        rows = prepared.slice(lo, _ROW_GROUP)
+        return pa.Table.from_arrays([*rows.columns, splits.take(split_idx)], schema=schema), split_idx
+
+    try:
+        # One worker hashes row group after row group, then writes the excluded rows; this
+        # thread writes each row group as it comes: the split hash holds the GIL, Arrow's
+        # parquet writer releases it, so hashing and writing overlap.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            groups = [pool.submit(row_group, lo) for lo in range(0, prepared.num_rows, _ROW_GROUP)]
+            writing_excluded = pool.submit(_write_parquet, excluded, excluded_path, plain)
+            split_parts = []
+            with pq.ParquetWriter(prepared_path, schema, **options) as writer:
+                for group in groups:
+                    rows, split_idx = group.result()
+                    writer.write_table(rows, row_group_size=_ROW_GROUP)
+                    split_parts.append(split_idx)
+            writing_excluded.result()
+        split_idx = np.concatenate(split_parts) if split_parts else np.zeros(0, np.int8)
+        assert len(split_idx) + int((~keep).sum()) == c.n, "write_manifest lost rows"
+        return _summary(c, steps, split_idx)
+    except BaseException:
+        for path in (prepared_path, excluded_path):   # no half-written manifest
+            Path(path).unlink(missing_ok=True)
+        raise
+
+
+class _Classified(NamedTuple):
+    """What ``_classify`` finds per row: ``reason`` (index into ``(None,) + REASONS``, 0 for a
+    kept row), ``keep`` (reason 0), ``usable`` (rows with a usable timestamp before the duplicate
+    and step checks), ``ns`` (UTC epoch ns, NAT if unusable), ``step_idx`` (-1 for none), the
+    sample ids (``sample_id`` as a Series, ``ids`` as Arrow strings), and the URL verdicts
+    (``verdict_idx`` into ``details``)."""
+    n: int
+    reason: np.ndarray
+    keep: np.ndarray
+    usable: np.ndarray
+    ns: np.ndarray
+    step_idx: np.ndarray
+    sample_id: pd.Series
+    ids: pa.Array
+    verdict_idx: np.ndarray
+    details: pa.Array
+    policy: UrlPolicy
+
+
+def _classify(metadata: pd.DataFrame, steps: list[Step], columns: dict, timestamp: dict, val_fraction: float,
+              test_fraction: float, url_policy: UrlPolicy | Mapping | None) -> _Classified:
+    """Check the configuration, then give each row its timestamp, step and reason (if any)."""
     url_col, id_col = columns.get("url"), columns.get("id")
     policy = url_policy if isinstance(url_policy, UrlPolicy) else UrlPolicy.from_options(url_policy)
     ts_col, unit, key_to_year = timestamp.get("column"), timestamp.get("unit") or "auto", timestamp.get("key_to_year")
@@ -86,7 +215,6 @@ def build_manifest(metadata: pd.DataFrame, *, steps: list[Step], columns: dict, 
         step_idx = _step_index(ns, steps)
         refused, verdict_idx, details = checking.result()
 
-    # reason per row as an index into (None,) + REASONS; 0 = no reason (yet)
     reason = np.zeros(n, np.int8)
     _set_reason(reason, url_blank, "missing_url")
     free = reason == 0
@@ -97,30 +225,71 @@ def build_manifest(metadata: pd.DataFrame, *, steps: list[Step], columns: dict, 
     usable = reason == 0
     _set_reason(reason, _later_occurrences(ids, usable), "duplicate_id")
     _set_reason(reason, step_idx < 0, "outside_steps")
-    keep = reason == 0
+    return _Classified(n, reason, reason == 0, usable, ns, step_idx, sample_id, ids, verdict_idx, details, policy)
 
-    # The split hash is a Python loop that holds the GIL; it runs in a second thread while
-    # this one copies the rows into the two tables with Arrow and NumPy, which release it.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        hashing = pool.submit(key_hashes, ids.filter(pa.array(keep)))
-        excluded = _rows(metadata, ~keep)
-        out = _rows(metadata, keep)
-        excluded["reason"] = np.array((None,) + REASONS, dtype=object)[reason[~keep]]
-        is_refusal = np.isin(reason[~keep], [REASONS.index(r) + 1 for r in REFUSAL_REASONS])
-        excluded["reason_detail"] = _str_series(details.take(pa.array(verdict_idx[~keep], mask=~is_refusal)))
-        timestamps = iso_strings(ns[keep])
-        kept_ids = _rows(sample_id.to_frame(), keep).iloc[:, 0]
-        hashes = hashing.result()
-    split_idx = split_of_hashes(hashes, val_fraction, test_fraction)
-    prepared = _prepared_frame(out, timestamps, kept_ids, steps, step_idx[keep], split_idx)
-    assert len(prepared) + len(excluded) == n, "build_manifest lost rows"
 
-    usable_ns = ns[usable]
-    years_found = _years(np.array([usable_ns.min(), usable_ns.max()])) if len(usable_ns) else None
-    summary = _summary(n, reason, steps, step_idx[keep], split_idx, years_found)
-    summary["url_policy"] = policy.as_dict()
-    _check_steps_have_data(summary)
-    return prepared, excluded, summary
+def _reason_details(c: _Classified) -> pa.Array:
+    """The excluded rows' ``reason_detail``: the URL policy's sentence for a refused URL, else null."""
+    dropped = c.reason[~c.keep]
+    is_refusal = np.isin(dropped, [REASONS.index(r) + 1 for r in REFUSAL_REASONS])
+    return c.details.take(pa.array(c.verdict_idx[~c.keep], mask=~is_refusal))
+
+
+def _prepared_names(input_columns) -> list:
+    """The prepared table's columns: the input's (``timestamp`` renamed ``timestamp_raw``), then ADDED_COLUMNS."""
+    return [("timestamp_raw" if c == "timestamp" else c) for c in input_columns] + list(ADDED_COLUMNS)
+
+
+def _with_pandas_metadata(table: pa.Table, source: pa.Table, added: Mapping, rename: Mapping | None = None) -> pa.Table:
+    """``table`` (the columns of ``source``, then those named in ``added``) with the pandas
+    metadata ``DataFrame.to_parquet`` stores, so ``pandas.read_parquet`` rebuilds the dtypes:
+    each input column keeps ``source``'s entry, an added column gets that of a column of dtype
+    ``added[name]``; then the columns are renamed by ``rename``."""
+    meta = dict(source.schema.pandas_metadata)
+    entries = list(meta["columns"][:source.num_columns])
+    for name, dtype in added.items():
+        template = pd.DataFrame({name: pd.Series(["x"], dtype=dtype)})
+        entries.append(pa.Schema.from_pandas(template, preserve_index=False).pandas_metadata["columns"][0])
+    rename = rename or {}
+    final = [rename.get(name, name) for name in table.column_names]
+    changed = [dict(e, name=new, field_name=new) if new != e["field_name"] else e for e, new in zip(entries, final)]
+    meta["columns"] = changed
+    table = table.rename_columns(final)
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), b"pandas": json.dumps(meta).encode()})
+
+
+def _write_parquet(table: pa.Table, path: str | Path, plain: set) -> None:
+    """Write ``table`` to parquet with ``_writer_options``."""
+    pq.write_table(table, path, **_writer_options(table, plain))
+
+
+def _writer_options(table: pa.Table, plain: set, rename: Mapping | None = None) -> dict:
+    """``pq.write_table`` options chosen for speed: the ``plain`` columns (unique values such as
+    URLs, captions, ids) get neither a dictionary nor statistics (neither pays for unique
+    strings), and each column is snappy-compressed unless a sample of it does not shrink (random
+    hex ids: compressing them costs time and saves nothing). The options name the columns
+    after ``rename``."""
+    rename = rename or {}
+    names = [rename.get(n, n) for n in table.column_names]
+    return {"compression": {new: _compression(table.column(old)) for old, new in zip(table.column_names, names)},
+            "use_dictionary": [n for n in names if n not in plain],
+            "write_statistics": [n for n in names if n not in plain]}
+
+
+def _compression(column: pa.ChunkedArray) -> str:
+    """``snappy`` if snappy shrinks the first ~64 kB of a string column below 90%, else ``none``;
+    ``snappy`` for other columns."""
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)) or column.num_chunks == 0:
+        return "snappy"
+    chunk = column.chunk(0)
+    starts, ends, data = string_buffers(chunk)
+    if len(starts) == 0:
+        return "snappy"
+    lo = int(starts[0])
+    sample = data[lo:lo + (1 << 16)]
+    if len(sample) == 0:
+        return "snappy"
+    return "snappy" if pa.compress(sample, "snappy", asbytes=True).__len__() < 0.9 * len(sample) else "none"
 
 
 def _check_config(metadata: pd.DataFrame, steps: list[Step], columns: dict, ts_col: str | None, unit: str,
@@ -257,6 +426,11 @@ def _step_index(ns: np.ndarray, steps: list[Step]) -> np.ndarray:
 
 def iso_strings(ns: np.ndarray) -> pd.Series:
     """Epoch nanoseconds -> ``YYYY-MM-DDTHH:MM:SSZ`` strings (``STR_DTYPE``), truncated to whole seconds."""
+    return _str_series(_iso_arrow(ns))
+
+
+def _iso_arrow(ns: np.ndarray) -> pa.Array:
+    """``iso_strings`` as an Arrow large_string array."""
     secs = np.floor_divide(ns, 10**9)
     days = np.floor_divide(secs, 86400)
     dates, times = _iso_tables()
@@ -272,7 +446,7 @@ def iso_strings(ns: np.ndarray) -> pd.Series:
         buf[:, 19] = ord("Z")
         offsets = np.arange(0, 20 * len(ns) + 1, 20, dtype=np.int64)
         text = pa.LargeStringArray.from_buffers(len(ns), pa.py_buffer(offsets), pa.py_buffer(buf))
-    return _str_series(text)
+    return text
 
 
 @functools.cache
@@ -298,22 +472,25 @@ def _prepared_frame(out: pd.DataFrame, timestamps: pd.Series, sample_id: pd.Seri
     return out
 
 
-def _summary(n: int, reason: np.ndarray, steps: list[Step], step_idx: np.ndarray, split_idx: np.ndarray,
-             years_found: list[int] | None) -> dict:
-    """Counts per reason and per (step, split); they add up to ``n``."""
-    counts = np.bincount(step_idx * len(SPLITS) + split_idx, minlength=len(steps) * len(SPLITS))
+def _summary(c: _Classified, steps: list[Step], split_idx: np.ndarray) -> dict:
+    """Counts per reason and per (step, split), which add up to the rows in, the years found and
+    the URL policy; ValueError if a declared step has no training rows."""
+    counts = np.bincount(c.step_idx[c.keep] * len(SPLITS) + split_idx, minlength=len(steps) * len(SPLITS))
     counts = counts.reshape(len(steps), len(SPLITS))
-    per_reason = np.bincount(reason, minlength=len(REASONS) + 1)[1:]
+    per_reason = np.bincount(c.reason, minlength=len(REASONS) + 1)[1:]
+    usable_ns = c.ns[c.usable]
     summary = {
-        "rows_in": int(n),
+        "rows_in": int(c.n),
         "rows_prepared": int(counts.sum()),
-        "excluded": {r: int(c) for r, c in zip(REASONS, per_reason)},
-        "steps": {s.name: {"rows": int(c.sum()), **{sp: int(v) for sp, v in zip(SPLITS, c)}}
-                  for s, c in zip(steps, counts)},
-        "years_found": years_found,
+        "excluded": {r: int(k) for r, k in zip(REASONS, per_reason)},
+        "steps": {s.name: {"rows": int(k.sum()), **{sp: int(v) for sp, v in zip(SPLITS, k)}}
+                  for s, k in zip(steps, counts)},
+        "years_found": _years(np.array([usable_ns.min(), usable_ns.max()])) if len(usable_ns) else None,
     }
-    if summary["rows_prepared"] + sum(summary["excluded"].values()) != n:
+    if summary["rows_prepared"] + sum(summary["excluded"].values()) != c.n:
         raise AssertionError(f"build_manifest: counts do not add up: {summary}")
+    summary["url_policy"] = c.policy.as_dict()
+    _check_steps_have_data(summary)
     return summary
 
 
