@@ -74,7 +74,8 @@ def test_interpolation_ends_are_exact(micro_model):
 
 
 def _patching_step(tiny_world, tmp_path, grid, tag, **options):
-    cfg = micro_config(budget_samples=48, batch_size=16)
+    # a fresh AdamW at step 2015: these tests are about the alpha search (carrying: test_optimizer_carry)
+    cfg = micro_config(budget_samples=48, batch_size=16, carry_optimizer=False)
     cfg["methods"]["patching"].update(alpha_grid=grid, **options)
     steps_dir = tiny_world / "steps"
     shards = {s: step_shards(steps_dir, s, "train") for s in STEPS}

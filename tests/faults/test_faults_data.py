@@ -135,7 +135,9 @@ class Killed(Exception):
 
 
 def _run(tmp_path, shards, step="2014", init=None, **train):
-    cfg = micro_config(**{"budget_samples": 64, "batch_size": 16, "resume_every": 2, **train})
+    # steps start a fresh AdamW: the resume state is what these tests are about (carrying: test_optimizer_carry)
+    cfg = micro_config(**{"budget_samples": 64, "batch_size": 16, "resume_every": 2, "carry_optimizer": False,
+                          **train})
     (tmp_path / "m").mkdir(exist_ok=True)  # Snakemake makes the output's folder
     return train_step(cfg, method_name="sequential", step=step, shards_by_step=shards, init_checkpoint=init,
                       out_model=str(tmp_path / "m/model.pt"), out_log=str(tmp_path / "m/log.csv"),
