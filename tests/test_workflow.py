@@ -149,6 +149,13 @@ EDITS = {
     # Patching's alpha search (steps after the first) reads the pool size too
     "eval.retrieval_pool_size": ({"eval": {"retrieval_pool_size": 16}},
                                  {"train_step": len(STEPS) - 1, "evaluate_run": 10, **TABLES}),
+    # continuing steps only: not the first step, nor Oracle's and Restart's fresh initialisations
+    "train.continue_lr": ({"train": {"continue_lr": 0.0005}},
+                          {"train_step": 8 * (len(STEPS) - 1), "evaluate_run": 8, **TABLES}),
+    # the first step, and what continues from it; Oracle's and Restart's later steps do not
+    "train.first_step_budget_samples": ({"train": {"first_step_budget_samples": 200}},
+                                        {"train_first_step": 1, "share_first_step": 10,
+                                         "train_step": 8 * (len(STEPS) - 1), "evaluate_run": 10, **TABLES}),
     "resources.evaluate.runtime": ({"resources": {"evaluate": {"runtime": 90}}}, {}),  # read by no job
 }
 

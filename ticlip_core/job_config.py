@@ -16,7 +16,9 @@ from ticlip_core.tic.runs import Run
 #: the run that trains the shared first step: the plain recipe, named for what it is
 FIRST_STEP_RUN = Run("first_step", "sequential")
 #: train keys that act only on a step continuing from the previous checkpoint (``tic.train``)
-CONTINUING_ONLY = ("warmup_later_steps", "max_lr_decay")
+CONTINUING_ONLY = ("warmup_later_steps", "max_lr_decay", "continue_lr", "carry_optimizer")
+#: train keys that act only on the first step
+FIRST_STEP_ONLY = ("first_step_budget_samples",)
 
 
 def subset(config: dict, paths: list[str]) -> dict:
@@ -44,13 +46,22 @@ def subset(config: dict, paths: list[str]) -> dict:
 def train_job(config: dict, run: Run, step_index: int) -> dict:
     """What one TiC training job reads: seed, model, steps, the train block with the run's
     overrides applied, the method's options, and what the method's hooks read at this step
-    (``Method.config_paths``, e.g. Patching's evaluation settings for its alpha search)."""
+    (``Method.config_paths``, e.g. Patching's evaluation settings for its alpha search).
+
+    The train keys that cannot act on this step are left out: ``CONTINUING_ONLY`` unless the
+    step continues from step t-1's checkpoint (a warm-starting method after the first step), and
+    ``FIRST_STEP_ONLY`` after the first step. So an edit of ``train.continue_lr`` reruns the
+    continuing steps only, and one of ``train.first_step_budget_samples`` the first steps only
+    (and what reads them)."""
     from ticlip_core.tic.methods import get_method
 
     method = get_method(run.method, **config.get("methods", {}).get(run.method, {}))
     cfg = subset(config, ["seed", "model", "train", "tic.steps", f"methods.{run.method}",
                           *method.config_paths(step_index)])
     cfg["train"].update(run.train)
+    continues = step_index > 0 and method.warm_start
+    for key in (*(() if continues else CONTINUING_ONLY), *(FIRST_STEP_ONLY if step_index > 0 else ())):
+        cfg["train"].pop(key, None)
     return cfg
 
 
@@ -62,10 +73,8 @@ def first_step_key(config: dict, run: Run) -> str | None:
 
     if not get_method(run.method, **config.get("methods", {}).get(run.method, {})).plain_first_step:
         return None
-    cfg = train_job(config, run, 0)
+    cfg = train_job(config, run, 0)  # holds no CONTINUING_ONLY key
     cfg.pop("methods", None)
-    for key in CONTINUING_ONLY:
-        cfg["train"].pop(key, None)
     return json.dumps(cfg, sort_keys=True, default=str)
 
 

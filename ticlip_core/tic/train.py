@@ -50,8 +50,9 @@ def step_max_lr(lr: float, t: int, num_steps: int, decay: str, continues: bool,
 def matched_budget(t: int, tcfg: dict) -> int:
     """The compute-matched budget of step ``t`` in samples: C (``train.budget_samples``), or at
     the first step ``train.first_step_budget_samples`` when that is set."""
-    first = tcfg["first_step_budget_samples"]
-    return first if t == 0 and first is not None else tcfg["budget_samples"]
+    if t == 0 and tcfg["first_step_budget_samples"] is not None:  # read at the first step only
+        return tcfg["first_step_budget_samples"]
+    return tcfg["budget_samples"]
 
 
 def step_budget(method, t: int, tcfg: dict) -> int:
@@ -123,7 +124,9 @@ def train_step(config: dict, *, method_name: str, step: str, shards_by_step: dic
     # starts from a fresh initialisation (every Oracle and Restart step) always warms up.
     continues = method.warm_start and t > 0
     warmup = tcfg["warmup_iterations"] if (not continues or tcfg["warmup_later_steps"]) else 0
-    max_lr = step_max_lr(tcfg["lr"], t, len(steps), tcfg["max_lr_decay"], continues, tcfg["continue_lr"])
+    # the continuing-only keys are read only when the step continues (job_config.CONTINUING_ONLY)
+    max_lr = (step_max_lr(tcfg["lr"], t, len(steps), tcfg["max_lr_decay"], True, tcfg["continue_lr"])
+              if continues else tcfg["lr"])
     optimizer, schedule = adamw_cosine(model, max_lr, tcfg["weight_decay"], warmup, iterations)
     carry = continues and tcfg["carry_optimizer"]
     if carry:
