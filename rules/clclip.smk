@@ -71,22 +71,22 @@ rule clclip_run:
     input:
         unpack(clclip_model_inputs),
     output:
-        rows=f"{CLCLIP}/runs/{{method}}.csv",
-        chosen=f"{CLCLIP}/runs/{{method}}.json",
+        rows=f"{CLCLIP}/seed{{seed}}/runs/{{method}}.csv",
+        chosen=f"{CLCLIP}/seed{{seed}}/runs/{{method}}.json",
         # one record per (setting, variant) of the chosen value: samples, MACs, extra MACs, seconds,
         # and the MACs of the whole hyperparameter search (ticlip_core/clclip/compute.py)
-        compute=f"{CLCLIP}/runs/{{method}}.compute.json",
+        compute=f"{CLCLIP}/seed{{seed}}/runs/{{method}}.compute.json",
     wildcard_constraints:
         method=r"[A-Za-z0-9_]+",  # so runs/<m>.compute.json is never the chosen file of a method "<m>.compute"
     params:
         settings=lambda wildcards: [s for s in CLCLIP_SETTINGS if wildcards.method in clclip_methods_in(s)],
-        cfg=lambda wildcards: clclip_method_job(config, wildcards.method),
+        cfg=lambda wildcards: clclip_method_job(replicate(config, wildcards.seed), wildcards.method),
     conda:
         "../envs/ticlip.yaml"
     log:
-        f"{LOGS}/clclip/runs/{{method}}.log",
+        f"{LOGS}/clclip/seed{{seed}}/runs/{{method}}.log",
     benchmark:
-        f"{BENCH}/clclip/runs/{{method}}.tsv"
+        f"{BENCH}/clclip/seed{{seed}}/runs/{{method}}.tsv"
     resources:
         **RESOURCES["train"],
     threads: config["clclip"]["train"]["threads"]
@@ -100,18 +100,18 @@ rule clclip_ablation:
         unpack(clclip_model_inputs),
         steps_dir=f"{DATA}/steps",
     output:
-        rows=f"{CLCLIP}/ablations/{{ablation}}.csv",
-        chosen=f"{CLCLIP}/ablations/{{ablation}}.json",
-        compute=f"{CLCLIP}/ablations/{{ablation}}.compute.json",  # as clclip_run's, one record per row
+        rows=f"{CLCLIP}/seed{{seed}}/ablations/{{ablation}}.csv",
+        chosen=f"{CLCLIP}/seed{{seed}}/ablations/{{ablation}}.json",
+        compute=f"{CLCLIP}/seed{{seed}}/ablations/{{ablation}}.compute.json",  # as clclip_run's, one record per row
     params:
         settings=CLCLIP_SETTINGS,
-        cfg=lambda wildcards: clclip_ablation_job(config, wildcards.ablation),
+        cfg=lambda wildcards: clclip_ablation_job(replicate(config, wildcards.seed), wildcards.ablation),
     conda:
         "../envs/ticlip.yaml"
     log:
-        f"{LOGS}/clclip/ablations/{{ablation}}.log",
+        f"{LOGS}/clclip/seed{{seed}}/ablations/{{ablation}}.log",
     benchmark:
-        f"{BENCH}/clclip/ablations/{{ablation}}.tsv"
+        f"{BENCH}/clclip/seed{{seed}}/ablations/{{ablation}}.tsv"
     resources:
         **RESOURCES["train"],
     threads: config["clclip"]["train"]["threads"]
@@ -126,8 +126,8 @@ rule clclip_tables:
     input:
         runs=clclip_run_outputs(),
         ablations=clclip_ablation_outputs(),
-        compute=expand(rules.clclip_run.output.compute, method=[Path(p).stem for p in clclip_run_outputs()]),
-        ablation_compute=expand(rules.clclip_ablation.output.compute, ablation=CLCLIP_ABLATIONS),
+        compute=clclip_run_outputs("compute.json"),
+        ablation_compute=clclip_ablation_outputs("compute.json"),
     output:
         **{table: report(f"{CLCLIP}/{table}.html", caption=f"../report/clclip_{table}.rst", category="CL-CLIP",
                          subcategory="Tables", labels={"table": table, "format": "HTML"})

@@ -10,7 +10,7 @@ from ticlip_core.clclip.methods import available_methods as clclip_methods
 from ticlip_core.config_checks import check_config
 from ticlip_core.job_config import (FIRST_STEP_RUN, subset, clclip_ablation_job, clclip_base_job, clclip_method_job,
                                     evaluate_job, memclip_data_job, memclip_memory_job, memclip_method_job,
-                                    shared_first_step_runs, train_job)
+                                    replicate, shared_first_step_runs, train_job)
 from ticlip_core.memclip.methods import get_method as memclip_method
 from ticlip_core.tic.methods import get_method
 from ticlip_core.registry import check_methods
@@ -23,6 +23,8 @@ TIC = f"{RESULTS}/tic"
 CLCLIP = f"{RESULTS}/clclip"
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
+# Training seeds: every training and evaluation job runs once per seed, under <study>/seed<N>/.
+REPLICATES = [int(s) for s in config["replicates"]]
 
 # Checked here, while the DAG is built, so a bad config fails before any job runs.
 STEPS = [s.name for s in parse_steps(config["tic"]["steps"])]
@@ -75,6 +77,7 @@ wildcard_constraints:
     static_set="|".join(map(re.escape, STATIC_SETS)) or "$^",
     ablation="length|num_pseudo",
     benchmark=r"[A-Za-z][A-Za-z0-9_]*",
+    seed=r"\d+",
 
 
 def metadata_files():
@@ -104,18 +107,18 @@ def data_report_inputs(wildcards):
 # ----- The TiC-CLIP study (rules/tic.smk)
 
 
-def model_path(run, step):
-    return f"{TIC}/models/{run}/{step}/model.pt"
+def model_path(run, step, seed="{seed}"):
+    return f"{TIC}/seed{seed}/models/{run}/{step}/model.pt"
 
 
-def first_step_path(name):
+def first_step_path(name, seed="{seed}"):
     """The shared first step's file ``name`` (model.pt, train_log.csv, compute.json)."""
-    return f"{TIC}/first_step/{STEPS[0]}/{name}"
+    return f"{TIC}/seed{seed}/first_step/{STEPS[0]}/{name}"
 
 
-def optimizer_path(run, step):
+def optimizer_path(run, step, seed="{seed}"):
     """Where a step's final optimizer state is saved: beside its checkpoint."""
-    return f"{TIC}/models/{run}/{step}/optimizer.pt"
+    return f"{TIC}/seed{seed}/models/{run}/{step}/optimizer.pt"
 
 
 def train_inputs(wildcards):
@@ -126,20 +129,20 @@ def train_inputs(wildcards):
     t = STEPS.index(wildcards.step)
     inputs = {"steps_dir": f"{DATA}/steps"}
     if method.warm_start and t > 0:
-        inputs["init"] = model_path(wildcards.run, STEPS[t - 1])
+        inputs["init"] = model_path(wildcards.run, STEPS[t - 1], wildcards.seed)
         if {**config["train"], **run.train}["carry_optimizer"]:
-            inputs["init_optimizer"] = optimizer_path(wildcards.run, STEPS[t - 1])
+            inputs["init_optimizer"] = optimizer_path(wildcards.run, STEPS[t - 1], wildcards.seed)
     return inputs
 
 
-def evals_of(runs):
-    """Every evaluation CSV of ``runs`` (one per checkpoint)."""
-    return expand(f"{TIC}/evals/{{run}}/{{step}}.csv", run=runs, step=STEPS)
+def evals_of(runs, ext="csv"):
+    """Every evaluation CSV of ``runs`` (one per checkpoint and seed; ``ext`` samples.parquet: their entries)."""
+    return expand(f"{TIC}/seed{{seed}}/evals/{{run}}/{{step}}.{ext}", seed=REPLICATES, run=runs, step=STEPS)
 
 
 def compute_of(runs):
-    """Every ``compute.json`` of ``runs`` (one per training step)."""
-    return expand(f"{TIC}/models/{{run}}/{{step}}/compute.json", run=runs, step=STEPS)
+    """Every ``compute.json`` of ``runs`` (one per training step and seed)."""
+    return expand(f"{TIC}/seed{{seed}}/models/{{run}}/{{step}}/compute.json", seed=REPLICATES, run=runs, step=STEPS)
 
 
 def tic_outputs():
@@ -192,14 +195,20 @@ def clclip_model_inputs(wildcards):
     return inputs
 
 
-def clclip_run_outputs():
-    """One rows file per method (the original model included), covering every setting it runs in."""
-    methods = dict.fromkeys(m for s in CLCLIP_SETTINGS for m in clclip_methods_in(s))
-    return [f"{CLCLIP}/runs/{m}.csv" for m in methods]
+def clclip_run_outputs(ext="csv"):
+    """One rows file per method (the original model included) and seed, covering every setting it runs
+    in (``ext``: or its entries, compute records)."""
+    return [f"{CLCLIP}/seed{s}/runs/{m}.{ext}" for s in REPLICATES for m in clclip_all_methods()]
 
 
-def clclip_ablation_outputs():
-    return [f"{CLCLIP}/ablations/{a}.csv" for a in CLCLIP_ABLATIONS]
+def clclip_all_methods():
+    """Every method (the original model included) of every configured setting, once."""
+    return list(dict.fromkeys(m for s in CLCLIP_SETTINGS for m in clclip_methods_in(s)))
+
+
+def clclip_ablation_outputs(ext="csv"):
+    """One rows file (``ext``: or its entries, compute records) per ablation and seed."""
+    return [f"{CLCLIP}/seed{s}/ablations/{a}.{ext}" for s in REPLICATES for a in CLCLIP_ABLATIONS]
 
 
 def clclip_outputs():
@@ -238,9 +247,10 @@ def memclip_run_inputs(wildcards):
     return inputs
 
 
-def memclip_run_outputs():
-    """One rows file per (benchmark, method)."""
-    return [f"{MEMCLIP}/{b}/runs/{m}.csv" for b in MEMCLIP_BENCHMARKS for m in memclip_methods_in(b)]
+def memclip_run_outputs(ext="csv"):
+    """One rows file (``ext``: or its entries, compute records) per (seed, benchmark, method)."""
+    return [f"{MEMCLIP}/seed{s}/{b}/runs/{m}.{ext}" for s in REPLICATES for b in MEMCLIP_BENCHMARKS
+            for m in memclip_methods_in(b)]
 
 
 def memclip_outputs():

@@ -43,19 +43,19 @@ rule memclip_run:
     input:
         unpack(memclip_run_inputs),
     output:
-        rows=f"{MEMCLIP}/{{benchmark}}/runs/{{method}}.csv",
-        chosen=f"{MEMCLIP}/{{benchmark}}/runs/{{method}}.json",
-        compute=f"{MEMCLIP}/{{benchmark}}/runs/{{method}}.compute.json",
+        rows=f"{MEMCLIP}/seed{{seed}}/{{benchmark}}/runs/{{method}}.csv",
+        chosen=f"{MEMCLIP}/seed{{seed}}/{{benchmark}}/runs/{{method}}.json",
+        compute=f"{MEMCLIP}/seed{{seed}}/{{benchmark}}/runs/{{method}}.compute.json",
     wildcard_constraints:
         method=r"[A-Za-z0-9_]+",  # so runs/<m>.compute.json is never the chosen file of a method "<m>.compute"
     params:
-        cfg=lambda wildcards: memclip_method_job(config, wildcards.benchmark, wildcards.method),
+        cfg=lambda wildcards: memclip_method_job(replicate(config, wildcards.seed), wildcards.benchmark, wildcards.method),
     conda:
         "../envs/ticlip.yaml"
     log:
-        f"{LOGS}/memclip/{{benchmark}}/runs/{{method}}.log",
+        f"{LOGS}/memclip/seed{{seed}}/{{benchmark}}/runs/{{method}}.log",
     benchmark:
-        f"{BENCH}/memclip/{{benchmark}}/runs/{{method}}.tsv"
+        f"{BENCH}/memclip/seed{{seed}}/{{benchmark}}/runs/{{method}}.tsv"
     resources:
         **RESOURCES["train"],
     threads: config["memclip"]["train"]["threads"]

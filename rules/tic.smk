@@ -10,23 +10,23 @@ rule train_step:
     input:
         unpack(train_inputs),
     output:
-        model=f"{TIC}/models/{{run}}/{{step}}/model.pt",
-        log=f"{TIC}/models/{{run}}/{{step}}/train_log.csv",
-        compute=f"{TIC}/models/{{run}}/{{step}}/compute.json",
+        model=f"{TIC}/seed{{seed}}/models/{{run}}/{{step}}/model.pt",
+        log=f"{TIC}/seed{{seed}}/models/{{run}}/{{step}}/train_log.csv",
+        compute=f"{TIC}/seed{{seed}}/models/{{run}}/{{step}}/compute.json",
         # the step's final AdamW state, which a continuing next step starts from (train.carry_optimizer);
         # kept, so that rerunning a later step alone never reruns this one (1-2 MB: stored row-sparse)
-        **({"optimizer": optimizer_path("{run}", "{step}")} if CARRY_OPTIMIZER else {}),
+        **({"optimizer": optimizer_path("{run}", "{step}", "{seed}")} if CARRY_OPTIMIZER else {}),
     params:
         run=lambda wildcards: wildcards.run,
         step=lambda wildcards: wildcards.step,
         method=lambda wildcards: RUNS[wildcards.run].method,
-        cfg=lambda wildcards: train_job(config, RUNS[wildcards.run], STEPS.index(wildcards.step)),
+        cfg=lambda wildcards: train_job(replicate(config, wildcards.seed), RUNS[wildcards.run], STEPS.index(wildcards.step)),
     conda:
         "../envs/ticlip.yaml"
     log:
-        f"{LOGS}/tic/train/{{run}}/{{step}}.log",
+        f"{LOGS}/tic/seed{{seed}}/train/{{run}}/{{step}}.log",
     benchmark:
-        f"{BENCH}/tic/train/{{run}}/{{step}}.tsv"
+        f"{BENCH}/tic/seed{{seed}}/train/{{run}}/{{step}}.tsv"
     resources:
         **RESOURCES["train"],
     threads: config["train"]["threads"]
@@ -46,13 +46,13 @@ rule train_first_step:
         run=FIRST_STEP_RUN.name,
         step=STEPS[0],
         method=FIRST_STEP_RUN.method,
-        cfg=train_job(config, FIRST_STEP_RUN, 0),
+        cfg=lambda wildcards: train_job(replicate(config, wildcards.seed), FIRST_STEP_RUN, 0),
     conda:
         "../envs/ticlip.yaml"
     log:
-        f"{LOGS}/tic/train/{FIRST_STEP_RUN.name}/{STEPS[0]}.log",
+        f"{LOGS}/tic/seed{{seed}}/train/{FIRST_STEP_RUN.name}/{STEPS[0]}.log",
     benchmark:
-        f"{BENCH}/tic/train/{FIRST_STEP_RUN.name}/{STEPS[0]}.tsv"
+        f"{BENCH}/tic/seed{{seed}}/train/{FIRST_STEP_RUN.name}/{STEPS[0]}.tsv"
     resources:
         **RESOURCES["train"],
     threads: config["train"]["threads"]
@@ -68,10 +68,10 @@ rule share_first_step:
         compute=first_step_path("compute.json"),
         **({"optimizer": first_step_path("optimizer.pt")} if CARRY_OPTIMIZER else {}),
     output:
-        model=f"{TIC}/models/{{run}}/{STEPS[0]}/model.pt",
-        log=f"{TIC}/models/{{run}}/{STEPS[0]}/train_log.csv",
-        compute=f"{TIC}/models/{{run}}/{STEPS[0]}/compute.json",
-        **({"optimizer": optimizer_path("{run}", STEPS[0])} if CARRY_OPTIMIZER else {}),
+        model=f"{TIC}/seed{{seed}}/models/{{run}}/{STEPS[0]}/model.pt",
+        log=f"{TIC}/seed{{seed}}/models/{{run}}/{STEPS[0]}/train_log.csv",
+        compute=f"{TIC}/seed{{seed}}/models/{{run}}/{STEPS[0]}/compute.json",
+        **({"optimizer": optimizer_path("{run}", STEPS[0], "{seed}")} if CARRY_OPTIMIZER else {}),
     wildcard_constraints:
         run="|".join(map(re.escape, SHARED_FIRST)) or "$^",
     params:
@@ -79,9 +79,9 @@ rule share_first_step:
     conda:
         "../envs/ticlip.yaml"
     log:
-        f"{LOGS}/tic/share_first_step/{{run}}.log",
+        f"{LOGS}/tic/seed{{seed}}/share_first_step/{{run}}.log",
     benchmark:
-        f"{BENCH}/tic/share_first_step/{{run}}.tsv"
+        f"{BENCH}/tic/seed{{seed}}/share_first_step/{{run}}.tsv"
     script:
         "../workflow_scripts/share_first_step.py"
 
@@ -93,11 +93,11 @@ rule share_first_step:
 
 rule evaluate_run:
     input:
-        models=lambda wildcards: [model_path(wildcards.run, s) for s in STEPS],
+        models=lambda wildcards: [model_path(wildcards.run, s, wildcards.seed) for s in STEPS],
         steps_dir=f"{DATA}/steps",
         static=list(static_dirs().values()),
     output:
-        expand(f"{TIC}/evals/{{{{run}}}}/{{step}}.csv", step=STEPS),
+        expand(f"{TIC}/seed{{{{seed}}}}/evals/{{{{run}}}}/{{step}}.csv", step=STEPS),
     params:
         steps=STEPS,
         scenario=config["data"]["name"],  # the rows' scenario: the benchmark
@@ -107,9 +107,9 @@ rule evaluate_run:
     conda:
         "../envs/ticlip.yaml"
     log:
-        f"{LOGS}/tic/evaluate/{{run}}.log",
+        f"{LOGS}/tic/seed{{seed}}/evaluate/{{run}}.log",
     benchmark:
-        f"{BENCH}/tic/evaluate/{{run}}.tsv"
+        f"{BENCH}/tic/seed{{seed}}/evaluate/{{run}}.tsv"
     resources:
         **RESOURCES["evaluate"],
     threads: 1

@@ -175,3 +175,10 @@ def memclip_method_job(config: dict, benchmark: str, method: str) -> dict:
     if m.uses_memory:
         cfg["memclip"]["benchmark"] = {"memory_sizes": list(config["memclip"]["benchmarks"][benchmark]["memory_sizes"])}
     return cfg
+
+
+def replicate(config: dict, seed) -> dict:
+    """``config`` for replicate ``seed``: its ``seed`` (the training seed every training job derives its
+    randomness from) replaced; the data jobs keep the config's own ``seed``."""
+    return {**config, "seed": int(seed)}
+

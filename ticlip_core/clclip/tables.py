@@ -11,6 +11,7 @@ from matplotlib.ticker import MaxNLocator
 
 from ticlip_core import rows as row_schema
 from ticlip_core.reporting import figures, tables as reporting
+from ticlip_core.reporting.uncertainty import spread_frame
 
 COLUMNS = {"ut_acc": "UT-Acc", "zs_acc": "ZS-Acc", "TR@1": "TR@1", "TR@5": "TR@5", "IR@1": "IR@1", "IR@5": "IR@5",
            "a_acc": "A-Acc", "bwt": "Bwt"}
@@ -121,10 +122,31 @@ def caption(name: str, df: pd.DataFrame) -> str:
     return f"{CAPTIONS[name]}. {NOTE} {compute}".rstrip()
 
 
-def write_table(df: pd.DataFrame, stem: Path, name: str) -> list[Path]:
+def write_table(df: pd.DataFrame, stem: Path, name: str, spread: pd.DataFrame | None = None,
+                seeds: int = 1) -> list[Path]:
     """``stem.csv`` (numbers as computed), ``stem.md``, ``stem.tex`` and ``stem.html`` (two
-    decimals, with the caption of table ``name``)."""
-    return reporting.write_table(df, stem, caption(name, df), shown=render_table(df))
+    decimals, with the caption of table ``name``). ``spread``: the half-widths of the seeds'
+    intervals of a mean over ``seeds`` seeds (``uncertainty.mean_over_seeds``)."""
+    shown_spread = None if spread is None else (spread, render_table(spread_frame(df, spread))[list(spread.columns)])
+    return reporting.write_table(df, stem, caption(name, df), shown=render_table(df), spread=shown_spread, seeds=seeds)
+
+
+TABLE_NUMBER = {("ost", "length"): 5, ("ost", "num_pseudo"): 6, ("mst", "length"): 7, ("mst", "num_pseudo"): 8}
+
+
+def study_tables(runs: pd.DataFrame, ablations: dict[str, pd.DataFrame], compute: pd.DataFrame,
+                 ablation_compute: pd.DataFrame, settings) -> dict[str, pd.DataFrame]:
+    """Tables III-VIII by name (``table3_ost``...) from one seed's rows: the methods' ``runs``, each
+    ablation's rows (``ablations[name]``, name ``length`` or ``num_pseudo``) and their compute records."""
+    tables = {("table3_ost" if s == "ost" else "table4_mst"): method_table(runs[runs["scenario"] == s], s, compute)
+              for s in settings}
+    both = pd.concat([compute, ablation_compute], ignore_index=True)
+    for ablation, rows in ablations.items():
+        for setting in settings:
+            original = runs[(runs["scenario"] == setting) & (runs["method"] == "original")]
+            tables[f"table{TABLE_NUMBER[setting, ablation]}_{setting}_{ablation}"] = method_table(
+                pd.concat([original, rows[rows["scenario"] == setting]]), setting, both)
+    return tables
 
 
 def session_curves(rows: pd.DataFrame) -> pd.DataFrame:

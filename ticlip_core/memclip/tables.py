@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from ticlip_core import rows as row_schema
+from ticlip_core.reporting.uncertainty import mean_over_seeds, spread_frame
 from ticlip_core.reporting import tables as reporting
 
 STUDY = "memclip"
@@ -125,10 +126,14 @@ def memclip_table(rows: pd.DataFrame, benchmark: str, methods: Sequence[str], me
     scores = final_scores(rows, benchmark, methods, memory_sizes, references, memoryless)
     raw = pd.DataFrame({"Method": scores["method"].map(method_name), "Memory": scores["memory"],
                         **{col: 100 * scores[k] for k, col in METRICS.items()}, "Chosen": scores["chosen"]})
+    return raw, render_table(raw), caption(benchmark, scenario)
+
+
+def render_table(raw: pd.DataFrame) -> pd.DataFrame:
+    """A memclip table as text: scores with 2 decimals, a missing memory as "–"."""
     formats = {col: reporting.number_formatter("{:.2f}") for col in METRICS.values()}
     formats["Memory"] = reporting.number_formatter("{:.0f}")  # Series.map hands Int64 cells over as floats
-    shown = reporting.render(raw, formats)
-    return raw, shown, caption(benchmark, scenario)
+    return reporting.render(raw, formats)
 
 
 def per_benchmark(value, benchmark: str, what: str):
@@ -140,20 +145,25 @@ def per_benchmark(value, benchmark: str, what: str):
     return value
 
 
-def write_memclip_tables(rows: pd.DataFrame, out_dir, benchmarks: Sequence[str] | Mapping[str, str],
+def write_memclip_tables(rows: pd.DataFrame | Sequence[pd.DataFrame], out_dir, benchmarks: Sequence[str] | Mapping[str, str],
                          methods: Sequence[str] | Mapping[str, Sequence[str]],
                          memory_sizes: Sequence[int] | Mapping[str, Sequence[int]], *,
                          references: Sequence[str] = REFERENCES, memoryless: Sequence[str] = ()) -> list[Path]:
     """Write ``<out_dir>/<benchmark>_table.{csv,md,tex,html}`` for each of ``benchmarks`` (names, or
     a mapping name -> scenario "class"/"domain" for the caption) through
     ``reporting.tables.write_table``; ``methods`` and ``memory_sizes`` are one list for all or a
-    mapping per benchmark; ``memoryless``: the methods run once, without memory. Returns the
-    paths, benchmark by benchmark."""
+    mapping per benchmark; ``memoryless``: the methods run once, without memory. ``rows``: one
+    frame, or one per replicate seed (the tables then show the mean over seeds, with their 95%
+    interval). Returns the paths, benchmark by benchmark."""
+    seeds = [rows] if isinstance(rows, pd.DataFrame) else list(rows)
     scenarios = benchmarks if isinstance(benchmarks, Mapping) else dict.fromkeys(benchmarks)
     paths = []
     for benchmark, scenario in scenarios.items():
         sizes = per_benchmark(memory_sizes, benchmark, "memory_sizes")
-        raw, shown, text = memclip_table(rows, benchmark, per_benchmark(methods, benchmark, "methods"), sizes,
-                                         scenario=scenario, references=references, memoryless=memoryless)
-        paths += reporting.write_table(raw, Path(out_dir) / f"{benchmark}_table", text, shown=shown)
+        per_seed = [memclip_table(r, benchmark, per_benchmark(methods, benchmark, "methods"), sizes,
+                                  scenario=scenario, references=references, memoryless=memoryless) for r in seeds]
+        raw, half = mean_over_seeds([t[0] for t in per_seed], ["Method", "Memory"])
+        spread = (half, render_table(spread_frame(raw, half))[list(half.columns)])
+        paths += reporting.write_table(raw, Path(out_dir) / f"{benchmark}_table", per_seed[0][2],
+                                       shown=render_table(raw), spread=spread, seeds=len(seeds))
     return paths

@@ -85,13 +85,36 @@ def to_html(shown: pd.DataFrame, caption: str, title: str | None = None) -> str:
             f"{table}\n</figure></body></html>\n")
 
 
+SPREAD_SUFFIX = " ±95%"
+
+
+def spread_note(seeds: int) -> str:
+    """What a table's ``±`` means, for its caption."""
+    return (f" Mean over {seeds} seeds ± half the width of the 95% Student-t interval across seeds; "
+            "bootstrap intervals over test samples: intervals.csv beside the tables.")
+
+
+def with_spread(shown: pd.DataFrame, half: pd.DataFrame, half_shown: pd.DataFrame) -> pd.DataFrame:
+    """``shown`` with ``" ± <half_shown>"`` after each cell whose ``half`` (the half-width of its
+    interval, a frame of some of ``shown``'s columns) is a number."""
+    out = shown.copy()
+    for col in half.columns:
+        has = half[col].notna().to_numpy()
+        out.loc[has, col] = out.loc[has, col].astype(str) + " ± " + half_shown.loc[has, col].astype(str)
+    return out
+
+
 def write_table(raw: pd.DataFrame, stem, caption: str, *, shown: pd.DataFrame | None = None,
                 groups: Mapping[str, tuple[str, str]] | None = None,
-                formats: Sequence[str] = FORMATS) -> list[Path]:
+                formats: Sequence[str] = FORMATS, spread: tuple[pd.DataFrame, pd.DataFrame] | None = None,
+                seeds: int = 1) -> list[Path]:
     """Write ``stem.<format>`` for each of ``formats``; return the paths, in that order.
 
     CSV holds ``raw`` (numbers as computed); Markdown, LaTeX (``groups``: ``to_latex``) and HTML
     hold ``shown`` (``raw`` rendered as strings; default ``render(raw, {})``) under ``caption``.
+    ``spread``: ``(half, half_shown)``, the half-widths of the seeds' 95% intervals of a table that
+    is a mean over ``seeds`` seeds (``uncertainty.mean_over_seeds``) and those as text; with more
+    than one seed the cells show ``mean ± half`` and the CSV gains a ``<column> ±95%`` column each.
     """
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
@@ -102,6 +125,13 @@ def write_table(raw: pd.DataFrame, stem, caption: str, *, shown: pd.DataFrame | 
     if list(shown.columns) != list(raw.columns):
         raise ValueError(f"write_table: the rendered columns {list(shown.columns)} are not the table's "
                          f"{list(raw.columns)}")
+    if spread is not None and seeds > 1:
+        half, half_shown = spread
+        shown = with_spread(shown, half, half_shown)
+        raw = raw.copy()
+        for col in half.columns:
+            raw[f"{col}{SPREAD_SUFFIX}"] = half[col].to_numpy()
+        caption = caption.rstrip() + spread_note(seeds)
     paths = []
     for fmt in formats:
         path = stem.with_name(f"{stem.name}.{fmt}")

@@ -16,6 +16,7 @@ from typing import Sequence
 import pandas as pd
 
 from ticlip_core.reporting import tables as reporting
+from ticlip_core.reporting.uncertainty import spread_frame
 from ticlip_core.metrics import (
     normalize_steps,
     per_step_average,
@@ -324,10 +325,15 @@ def chance_text(classes: int | None, pool_size: int | None) -> str:
     return f" Chance: {'; '.join(parts)}." if parts else ""
 
 
-def write_table(df: pd.DataFrame, stem: Path) -> list[Path]:
+def write_table(df: pd.DataFrame, stem: Path, spread: pd.DataFrame | None = None, seeds: int = 1) -> list[Path]:
     """Write ``stem.csv`` (raw numbers), ``stem.md``, ``stem.tex`` (with TiC's two-level header)
-    and ``stem.html`` (rendered, with the caption); return the paths."""
-    return reporting.write_table(df, stem, table_caption(df), shown=render_table(df), groups=_TEX_HEADER)
+    and ``stem.html`` (rendered, with the caption); return the paths. ``spread``: the half-widths
+    of the seeds' intervals of a mean over ``seeds`` seeds (``uncertainty.mean_over_seeds``)."""
+    shown_spread = None
+    if spread is not None:
+        shown_spread = (spread, render_table(spread_frame(df, spread))[list(spread.columns)])
+    return reporting.write_table(df, stem, table_caption(df), shown=render_table(df), groups=_TEX_HEADER,
+                                 spread=shown_spread, seeds=seeds)
 
 
 # --------------------------------------------------------------------------- inputs
