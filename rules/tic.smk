@@ -97,7 +97,8 @@ rule evaluate_run:
         steps_dir=f"{DATA}/steps",
         static=list(static_dirs().values()),
     output:
-        expand(f"{TIC}/seed{{{{seed}}}}/evals/{{{{run}}}}/{{step}}.csv", step=STEPS),
+        rows=expand(f"{TIC}/seed{{{{seed}}}}/evals/{{{{run}}}}/{{step}}.csv", step=STEPS),
+        samples=expand(f"{TIC}/seed{{{{seed}}}}/evals/{{{{run}}}}/{{step}}.samples.parquet", step=STEPS),
     params:
         steps=STEPS,
         scenario=config["data"]["name"],  # the rows' scenario: the benchmark

@@ -221,7 +221,7 @@ def zero_shot_accuracy(image_features, class_features, targets, ks: Sequence[int
 
 def recall_at_k(image_features, text_features, image_of_text=None, ks: Sequence[int] = (1, 5), *,
                 pool_size: int | None = None, weighting: str = "size", naming: str = "tic",
-                chunk: int = 1024, source: str | None = None) -> dict[str, float]:
+                chunk: int = 1024, source: str | None = None, per_query: bool = False):
     """Image->text and text->image Recall@k for every ``k`` in ``ks``.
 
     ``image_of_text[m]`` is caption ``m``'s image (default: caption ``i`` belongs to image ``i``;
@@ -232,16 +232,28 @@ def recall_at_k(image_features, text_features, image_of_text=None, ks: Sequence[
     or equally (``"equal"``, the COCO 5-fold protocol of CL-CLIP). Ties get the expected credit
     of a random tie order. ``naming``: ``"tic"`` gives ``i2t_R@k``, ``t2i_R@k`` and their mean
     ``mean_R@k``; ``"clclip"`` gives ``TR@k`` and ``IR@k``.
+
+    With ``per_query``, also returns for each score its ``(image, weight, credit)`` tensors
+    (``retrieval.recall_at_k``): ``mean_R@k``'s are both directions', each direction's weights
+    scaled to sum to 1/2, so every score is ``sum(weight * credit) / sum(weight)``.
     """
     from ticlip_core.retrieval import recall_at_k as rank_recall
 
     if naming not in RECALL_NAMES:
         raise ValueError(f"recall_at_k: naming must be one of {sorted(RECALL_NAMES)}, got {naming!r}")
+    import torch
+
     scores = rank_recall(image_features, text_features, image_of_text, ks, pool_size=pool_size,
-                         weighting=weighting, chunk=chunk, source=source)
+                         weighting=weighting, chunk=chunk, source=source, per_query=per_query)
+    scores, credits = scores if per_query else (scores, {})
     i2t, t2i = RECALL_NAMES[naming]
-    out = {**{i2t.format(k=k): scores[f"i2t_R@{k}"] for k in ks}, **{t2i.format(k=k): scores[f"t2i_R@{k}"] for k in ks}}
+    names = {**{i2t.format(k=k): f"i2t_R@{k}" for k in ks}, **{t2i.format(k=k): f"t2i_R@{k}" for k in ks}}
+    out = {name: scores[ours] for name, ours in names.items()}
+    per = {name: credits[ours] for name, ours in names.items()} if per_query else {}
     if naming == "tic":
         for k in ks:
             out[f"mean_R@{k}"] = (out[f"i2t_R@{k}"] + out[f"t2i_R@{k}"]) / 2
-    return out
+            if per_query:
+                halves = [(image, 0.5 * w / w.sum(), c) for image, w, c in (per[f"i2t_R@{k}"], per[f"t2i_R@{k}"])]
+                per[f"mean_R@{k}"] = tuple(torch.cat(part) for part in zip(*halves))
+    return (out, per) if per_query else out

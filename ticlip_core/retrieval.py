@@ -114,7 +114,7 @@ def topk_credit(logits: torch.Tensor, targets, k: int, *, source: str | None = N
 
 def recall_at_k(image_features, text_features, image_of_text=None, ks: Sequence[int] = (1, 5), *,
                 pool_size: int | None = None, weighting: str = "size", chunk: int = 1024,
-                source: str | None = None) -> dict[str, float]:
+                source: str | None = None, per_query: bool = False):
     """Image->text and text->image Recall@k, ``{"i2t_R@k": .., "t2i_R@k": ..}`` for each k.
 
     ``image_features`` ``(N, D)`` and ``text_features`` ``(M, D)`` are compared by dot product
@@ -131,6 +131,10 @@ def recall_at_k(image_features, text_features, image_of_text=None, ks: Sequence[
     queries) or equally (``"equal"``: the COCO 5-fold convention of CL-CLIP). Similarities
     are computed ``chunk`` queries at a time. Non-finite features raise
     ``NonFiniteFeaturesError`` naming ``source``.
+
+    With ``per_query``, also returns each score's queries as ``(image, weight, credit)`` tensors
+    (the image each query is or belongs to, its weight in the mean, its credit), such that the
+    score is ``sum(weight * credit) / sum(weight)`` (``ticlip_core.samples``).
     """
     if weighting not in ("size", "equal"):
         raise ValueError(f"retrieval: weighting must be 'size' or 'equal', got {weighting!r}")
@@ -140,30 +144,43 @@ def recall_at_k(image_features, text_features, image_of_text=None, ks: Sequence[
         raise ValueError(f"retrieval: the pool size (pool_size / fold_size) must be at least 1, got {pool_size}")
     pools = np.array_split(np.arange(n), max(1, round(n / pool_size))) if pool_size else [np.arange(n)]
     out = {f"{d}_R@{k}": 0.0 for d in ("i2t", "t2i") for k in ks}
+    kept = {name: [] for name in out} if per_query else None
     for pool in pools:
         lo, hi = int(pool[0]), int(pool[-1]) + 1
         mask = (owner >= lo) & (owner < hi)
         p_img, p_txt, p_owner = img[lo:hi], txt[mask], owner[mask] - lo
-        i2t = _credit_sums(p_img, p_txt, lambda q: p_owner[None, :] == q[:, None], ks, chunk, source)
-        t2i = _credit_sums(p_txt, p_img, lambda q: torch.arange(len(p_img))[None, :] == p_owner[q][:, None],
-                           ks, chunk, source)
+        i2t, i2t_credits = _credit_sums(p_img, p_txt, lambda q: p_owner[None, :] == q[:, None], ks, chunk,
+                                        source)
+        t2i, t2i_credits = _credit_sums(p_txt, p_img,
+                                        lambda q: torch.arange(len(p_img))[None, :] == p_owner[q][:, None],
+                                        ks, chunk, source)
         for d, sums, queries, total in (("i2t", i2t, len(p_img), n), ("t2i", t2i, len(p_txt), len(txt))):
             for k in ks:
                 out[f"{d}_R@{k}"] += sums[k] / (total if weighting == "size" else queries * len(pools))
-    return out
+        if per_query:
+            for d, credits, images in (("i2t", i2t_credits, torch.arange(lo, hi)), ("t2i", t2i_credits, owner[mask])):
+                w = torch.full((len(images),), 1.0 if weighting == "size" else 1.0 / len(images), dtype=torch.float64)
+                for k in ks:
+                    kept[f"{d}_R@{k}"].append((images, w, credits[k]))
+    if not per_query:
+        return out
+    return out, {name: tuple(torch.cat(part) for part in zip(*parts)) for name, parts in kept.items()}
 
 
-def _credit_sums(queries, candidates, partners, ks, chunk, source) -> dict[int, float]:
+def _credit_sums(queries, candidates, partners, ks, chunk, source) -> tuple[dict[int, float], dict]:
     """Sum over ``queries`` of their ``hit_credit`` against ``candidates``, ``chunk`` queries at a
-    time; ``partners(q)`` marks the true partners of query indices ``q``, ``(len(q), C)``."""
+    time, and each query's credit (float64, in query order); ``partners(q)`` marks the true
+    partners of query indices ``q``, ``(len(q), C)``."""
     sums = {k: 0.0 for k in ks}
+    credits = {k: [] for k in ks}
     for start in range(0, len(queries), chunk):
         q = torch.arange(start, min(start + chunk, len(queries)))
         scores = dot_scores(queries[q], candidates.T)
         check_finite(scores, "retrieval similarity scores", source)
         for k, credit in hit_credit(scores, partners(q), ks).items():
             sums[k] += credit.sum().item()
-    return sums
+            credits[k].append(credit)
+    return sums, {k: torch.cat(c) for k, c in credits.items()}
 
 
 def _check_retrieval(image_features, text_features, image_of_text, source):

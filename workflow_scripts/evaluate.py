@@ -1,4 +1,5 @@
-"""Entry point: evaluate every checkpoint of one run on every step's test split and the static tasks."""
+"""Entry point: evaluate every checkpoint of one run on every step's test split and the static tasks,
+writing each checkpoint's rows (CSV) and their per-sample entries (parquet, ``ticlip_core.samples``)."""
 from pathlib import Path
 
 import torch
@@ -7,7 +8,8 @@ from ticlip_core.class_labels import key_table_labels, shard_dir_labels, synthet
 from ticlip_core.data import world
 from ticlip_core.data.layout import step_shards
 from ticlip_core.evaluation import DecodedSets
-from ticlip_core.tic.evaluate import SYNTHETIC_STATIC, evaluate_checkpoint
+from ticlip_core.samples import check_matches, write_samples
+from ticlip_core.tic.evaluate import SAMPLES_ATOL, SYNTHETIC_STATIC, evaluate_checkpoint_samples
 from ticlip_core.models import create_model, load_checkpoint
 from ticlip_core.rows import write_rows
 from ticlip_core.workflow_io import logged
@@ -33,11 +35,14 @@ with logged(snakemake.log[0]):
         labels = None if name == SYNTHETIC_STATIC else shard_dir_labels(folder, spec.get("templates") or templates)
         static_sets[name] = (shards, labels)
     decoded = DecodedSets(config["eval"]["cache_mb"])  # every checkpoint reads the same test sets
-    for train_step, checkpoint, out in zip(steps, snakemake.input.models, snakemake.output):
+    for train_step, checkpoint, out, out_samples in zip(steps, snakemake.input.models, snakemake.output.rows,
+                                                         snakemake.output.samples, strict=True):
         load_checkpoint(model, checkpoint)  # loads on the CPU, copies into the model's device
-        rows = evaluate_checkpoint(model, tokenizer, config=config, study="tic", method=snakemake.wildcards.run,
-                                   train_step=train_step, test_shards=test_shards,
-                                   dynamic_labels=dynamic_labels, static_sets=static_sets, checkpoint=checkpoint,
-                                   scenario=snakemake.params.scenario, decoded=decoded)
+        rows, entries = evaluate_checkpoint_samples(
+            model, tokenizer, config=config, study="tic", method=snakemake.wildcards.run, train_step=train_step,
+            test_shards=test_shards, dynamic_labels=dynamic_labels, static_sets=static_sets, checkpoint=checkpoint,
+            scenario=snakemake.params.scenario, decoded=decoded)
+        check_matches(rows, entries, atol=SAMPLES_ATOL)  # a row its entries do not give fails the job, named
         write_rows(rows, out)
+        write_samples([entries], out_samples)
         print(rows.to_string())
