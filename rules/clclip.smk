@@ -76,6 +76,8 @@ rule clclip_run:
         # one record per (setting, variant) of the chosen value: samples, MACs, extra MACs, seconds,
         # and the MACs of the whole hyperparameter search (ticlip_core/clclip/compute.py)
         compute=f"{CLCLIP}/seed{{seed}}/runs/{{method}}.compute.json",
+        # the per-sample entries behind every accuracy/recall row, for bootstrap intervals (ticlip_core/samples.py)
+        samples=f"{CLCLIP}/seed{{seed}}/runs/{{method}}.samples.parquet",
     wildcard_constraints:
         method=r"[A-Za-z0-9_]+",  # so runs/<m>.compute.json is never the chosen file of a method "<m>.compute"
     params:
@@ -103,6 +105,7 @@ rule clclip_ablation:
         rows=f"{CLCLIP}/seed{{seed}}/ablations/{{ablation}}.csv",
         chosen=f"{CLCLIP}/seed{{seed}}/ablations/{{ablation}}.json",
         compute=f"{CLCLIP}/seed{{seed}}/ablations/{{ablation}}.compute.json",  # as clclip_run's, one record per row
+        samples=f"{CLCLIP}/seed{{seed}}/ablations/{{ablation}}.samples.parquet",  # as clclip_run's
     params:
         settings=CLCLIP_SETTINGS,
         cfg=lambda wildcards: clclip_ablation_job(replicate(config, wildcards.seed), wildcards.ablation),

@@ -24,7 +24,8 @@ from ticlip_core.clclip.compute import compute_record
 from ticlip_core.engine.compute import tower_macs
 from ticlip_core.clclip.methods import get_method
 from ticlip_core.clclip.context import SessionContext
-from ticlip_core.clclip.scoring import chain_rows, evaluate_session, load_task, summary_scores
+from ticlip_core.clclip.scoring import (chain_entries, chain_rows, evaluate_session, load_task, sample_layout,
+                                        summary_scores)
 from ticlip_core.clclip.session import train_session
 from ticlip_core.engine.distributed import init_world
 from ticlip_core.engine.loop import use_threads
@@ -91,10 +92,10 @@ def run_chain(config: dict, *, setting: str, method_name: str, variant: str, opt
                               resume_path=store.resume_path if store is not None else None,
                               fingerprint=f"{key}:session {s}")
         previous = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        scores = evaluate_session(model, tokenizer, task, plan, setting, s, ccfg["templates"], device,
-                                  retrieval=s == last, fold_size=ccfg["retrieval_fold_size"])
+        scores, outcomes = evaluate_session(model, tokenizer, task, plan, setting, s, ccfg["templates"], device,
+                                            retrieval=s == last, fold_size=ccfg["retrieval_fold_size"])
         # plain Python values (numpy scalars become floats), as a resumed chain reads them back
-        sessions.append(json.loads(json.dumps({"session": s, **stats, "scores": scores})))
+        sessions.append(json.loads(json.dumps({"session": s, **stats, "scores": scores, "outcomes": outcomes})))
         if store is not None:
             store.save(path, key, sessions=sessions, info=json.loads(json.dumps(info)), done=s == last,
                        model_state=previous, torch_rng=torch.get_rng_state())
@@ -103,15 +104,16 @@ def run_chain(config: dict, *, setting: str, method_name: str, variant: str, opt
 
 def run_method(config: dict, *, setting: str, method_name: str, task_dir: str, base_checkpoint: str | None,
                device=None, variants: list[str] | None = None, options: dict | None = None,
-               label: str | None = None, grid: list | None = None,
-               store: ChainStore | None = None) -> tuple[list[dict], dict, list[dict]]:
+               label: str | None = None, grid: list | None = None, store: ChainStore | None = None,
+               samples: list | None = None) -> tuple[list[dict], dict, list[dict]]:
     """Every variant of ``method_name`` in ``setting``, its hyperparameter chosen by validation
     A-Acc. Returns long-format rows (test scores of the chosen value, per session and final),
     a record of the choice, and the compute records (``clclip.compute.compute_record``: one per
     variant). ``options`` override the method's config options (ablations);
     ``label`` names the run in the rows (default: the method's name); ``grid`` replaces the
     config's grid of the tuned hyperparameter (a one-value grid fixes it). ``device``: default
-    the engine's (``default_device``); ``store``: the job's work folder (``run_chain``)."""
+    the engine's (``default_device``); ``store``: the job's work folder (``run_chain``); ``samples``:
+    a list that receives the test rows' per-sample entries (``scoring.chain_entries``)."""
     ccfg = config["clclip"]
     use_threads(ccfg["train"])
     device = default_device(device)
@@ -135,20 +137,27 @@ def run_method(config: dict, *, setting: str, method_name: str, task_dir: str, b
                            "val_a_acc": {str(v): tried[v][2] for v in grid}}
         rows += chain_rows(sessions, setting=setting, method=label or method_name, variant=variant,
                            hyperparameter=tuned, chosen=best)
+        if samples is not None:
+            samples += chain_entries(sessions, sample_layout(task, plan, setting, ccfg["retrieval_fold_size"]),
+                                     setting=setting, method=label or method_name, variant=variant)
     return rows, record, compute
 
 
 def evaluate_original(config: dict, *, setting: str, task_dir: str, base_checkpoint: str | None,
-                      device=None) -> list[dict]:
+                      device=None, samples: list | None = None) -> list[dict]:
     """Rows of the original model (no update) in ``setting``, scored as a finished chain
-    (``device``: default the engine's, ``default_device``)."""
+    (``device``: default the engine's, ``default_device``); ``samples``: as ``run_method``'s."""
     ccfg = config["clclip"]
     device = default_device(device)
     task, plan = load_task(task_dir)
     model, tokenizer = load_original(config, base_checkpoint, device)
     last = plan.num_sessions(setting) - 1
-    sessions = [{"session": s, "scores": evaluate_session(model, tokenizer, task, plan, setting, s, ccfg["templates"],
-                                                          device, retrieval=s == last,
-                                                          fold_size=ccfg["retrieval_fold_size"])}
-                for s in range(last + 1)]
+    sessions = []
+    for s in range(last + 1):
+        scores, outcomes = evaluate_session(model, tokenizer, task, plan, setting, s, ccfg["templates"], device,
+                                            retrieval=s == last, fold_size=ccfg["retrieval_fold_size"])
+        sessions.append({"session": s, "scores": scores, "outcomes": outcomes})
+    if samples is not None:
+        samples += chain_entries(sessions, sample_layout(task, plan, setting, ccfg["retrieval_fold_size"]),
+                                 setting=setting, method="original")
     return chain_rows(sessions, setting=setting, method="original")
