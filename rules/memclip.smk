@@ -46,6 +46,7 @@ rule memclip_run:
         rows=f"{MEMCLIP}/seed{{seed}}/{{benchmark}}/runs/{{method}}.csv",
         chosen=f"{MEMCLIP}/seed{{seed}}/{{benchmark}}/runs/{{method}}.json",
         compute=f"{MEMCLIP}/seed{{seed}}/{{benchmark}}/runs/{{method}}.compute.json",
+        samples=f"{MEMCLIP}/seed{{seed}}/{{benchmark}}/runs/{{method}}.samples.parquet",
     wildcard_constraints:
         method=r"[A-Za-z0-9_]+",  # so runs/<m>.compute.json is never the chosen file of a method "<m>.compute"
     params:

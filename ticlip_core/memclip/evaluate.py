@@ -4,7 +4,9 @@ classified among every class seen so far (no task identity at test time).
 The scores of one split after task t: ``acc_task<j>`` = A[t][j], the accuracy on task j's
 samples (j <= t), and ``acc_seen`` = A_t, the accuracy over the pooled samples of tasks 0..t.
 Ties between class scores get the expected credit of a random order (the shared evaluation
-layer's ``zero_shot_accuracy``), so a constant model scores 1/C, not 100 % on one class.
+layer's ``zero_shot_accuracy``), so a constant model scores 1/C, not 100 % on one class. Each
+score is the float64 mean of the per-sample credits, which ``per_sample`` also returns, so the
+rows' entries (``ticlip_core.samples``) give the rows' values exactly.
 """
 from __future__ import annotations
 
@@ -30,11 +32,13 @@ def encode_rows(model, images, rows: list[int], device, batch_size: int, workers
 
 def evaluate_seen(model, tokenizer, images, table, *, t: int, seen_classes: list[int], classnames: list[str],
                   templates: list[str], device, batch_size: int, workers: int = 0, source: str = "",
-                  scorer=None) -> dict:
+                  scorer=None, per_sample: bool = False):
     """Scores after task ``t`` on one split (``table``: its rows, ``images``: its pixels):
     ``acc_task<j>`` for every j <= t and ``acc_seen`` (A_t), as fractions. The classifier is the
     label text of ``seen_classes``, or ``scorer`` (a method's own: normalised images to scores
-    over ``seen_classes``); either way ties get the expected credit of a random order."""
+    over ``seen_classes``); either way ties get the expected credit of a random order. With
+    ``per_sample``, returns ``(scores, outcomes)``: ``outcomes`` holds ``rows`` (positions in
+    ``table`` of the samples scored, tasks 0..t, in table order), their ``task`` and ``credit``."""
     tasks = table["task"].to_numpy()
     rows = np.flatnonzero(tasks <= t).tolist()
     if not rows:
@@ -56,10 +60,11 @@ def evaluate_seen(model, tokenizer, images, table, *, t: int, seen_classes: list
             raise ValueError(f"{where}: the method's scorer gave scores of shape {tuple(logits.shape)}, "
                              f"not ({len(rows)}, {len(seen_classes)}) (samples, classes seen so far)")
         credit = topk_credit(logits, targets, 1, source=where)
-    credit = credit.numpy()
-    scores = {f"{TASK_ACC}{j}": float(credit[tasks[rows] == j].mean()) for j in range(t + 1)
-              if (tasks[rows] == j).any()}
+    credit, of_task = credit.numpy().astype(np.float64), tasks[rows]
+    scores = {f"{TASK_ACC}{j}": float(credit[of_task == j].mean()) for j in range(t + 1) if (of_task == j).any()}
     scores["acc_seen"] = float(credit.mean())
+    if per_sample:
+        return scores, {"rows": rows, "task": [int(j) for j in of_task], "credit": credit.tolist()}
     return scores
 
 

@@ -8,7 +8,8 @@ sees (the task's data plus the memory the plan holds while that task trains, or 
 data so far). After each task the model is scored on the test samples of every task seen so
 far, among every class seen so far (A[t][j] and A_t); after the last task also on the
 validation samples. The grid point with the best validation A_T is kept per M (the first of
-equals); its test rows are written, and every point's validation A_T is recorded.
+equals); its test rows are written, with the per-sample entries behind each of them
+(``chain_samples``), and every point's validation A_T is recorded.
 """
 from __future__ import annotations
 
@@ -16,9 +17,12 @@ import copy
 import itertools
 import json
 
+import numpy as np
+import pandas as pd
 import torch
 
 from ticlip_core import rows as row_schema
+from ticlip_core import samples
 from ticlip_core.data.pixels import PixelSpec
 from ticlip_core.engine.chain_store import ChainStore, say_resumed
 from ticlip_core.engine.compute import tower_macs
@@ -59,8 +63,9 @@ def run_chain(cfg: dict, data: dict, *, method_name: str, memory: list[list[int]
               point: dict, base_checkpoint: str | None, device, store: ChainStore | None = None,
               index: int = 0) -> list[dict]:
     """Train the starting model through every task with one method, memory and grid point;
-    returns one record per task: the training statistics and the test scores (the last task's
-    also the validation scores). With a ``store``, each finished task is persisted there, and a
+    returns one record per task: the training statistics, the test scores (the last task's
+    also the validation scores) and the test samples' outcomes (``test_samples``: the
+    ``evaluate_seen(..., per_sample=True)`` outcomes). With a ``store``, each finished task is persisted there, and a
     chain the store holds resumes after its last finished task (the method's estimators
     included)."""
     mcfg, tcfg = cfg["memclip"], cfg["memclip"]["train"]
@@ -114,12 +119,13 @@ def run_chain(cfg: dict, data: dict, *, method_name: str, memory: list[list[int]
             ctx.data = None
         common = dict(t=t, seen_classes=seen, classnames=bench.classnames, templates=mcfg["templates"], device=device,
                       batch_size=tcfg["eval_batch_size"], workers=tcfg["workers"], scorer=method.scorer(ctx))
-        scores = {"test": evaluate_seen(model, tokenizer, data["test_images"], data["test_table"],
-                                        source=f"{method_name} on {bench.name} test after task {t}", **common)}
+        test, outcomes = evaluate_seen(model, tokenizer, data["test_images"], data["test_table"], per_sample=True,
+                                       source=f"{method_name} on {bench.name} test after task {t}", **common)
+        scores = {"test": test}
         if t == last:
             scores["val"] = evaluate_seen(model, tokenizer, data["val_images"], data["val_table"],
                                           source=f"{method_name} on {bench.name} val after task {t}", **common)
-        tasks.append(json.loads(json.dumps({"task": t, **stats, "scores": scores})))
+        tasks.append(json.loads(json.dumps({"task": t, **stats, "scores": scores, "test_samples": outcomes})))
         if store is not None:
             store.save(path, key, sessions=tasks, info={}, done=t == last, torch_rng=torch.get_rng_state(),
                        model_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
@@ -139,12 +145,17 @@ def summary_scores(tasks: list[dict], split: str = "test") -> dict[str, float]:
     return out
 
 
+def _labels(benchmark: str, method: str, memory_size: int | None, point: dict) -> dict:
+    """The label columns every row of one chain shares."""
+    return {"study": "memclip", "scenario": benchmark, "method": method, "variant": memory_size,
+            "hyperparameter": ",".join(point) or None, "chosen": describe_point(point) if point else None}
+
+
 def chain_rows(tasks: list[dict], *, benchmark: str, method: str, memory_size: int | None, point: dict) -> list[dict]:
     """The test rows of a finished chain in the one schema: A[t][j] (task ``task``, eval_step j,
     metric ``acc``) and A_t (task ``seen``, metric ``acc``) after every task t, and the final
     Last, Avg and Forgetting (train_step ``final``)."""
-    base = {"study": "memclip", "scenario": benchmark, "method": method, "variant": memory_size,
-            "hyperparameter": ",".join(point) or None, "chosen": describe_point(point) if point else None}
+    base = _labels(benchmark, method, memory_size, point)
     rows = []
     for record in tasks:
         test = record["scores"]["test"]
@@ -157,6 +168,48 @@ def chain_rows(tasks: list[dict], *, benchmark: str, method: str, memory_size: i
                                        summary_scores(tasks))
 
 
+def test_sample_set(benchmark: str) -> str:
+    """The name of a benchmark's test samples (``ticlip_core.samples``): sample ``i`` is row ``i`` of
+    its prepared test table, the same for every method, memory size and grid point."""
+    return f"memclip/{benchmark}/test"
+
+
+def chain_samples(tasks: list[dict], *, benchmark: str, method: str, memory_size: int | None, point: dict,
+                  set_size: int) -> list[pd.DataFrame]:
+    """The entries (``ticlip_core.samples``) of every row ``chain_rows`` writes, on the benchmark's
+    test samples (``test_sample_set``, ``set_size`` of them), each entry's outcome a sample's credit
+    (1/0, or a tie's expected credit): A[t][j] and A_t over their samples; Last as A_T; Avg the A_t
+    combined with weight 1/T each; Forgetting, per old task j, the outcome of model l* minus that
+    of the last model on task j's samples, combined over j with weight 1/(T-1). l* = argmax over
+    j <= l < T-1 of A[l][j] is fixed at the full sample (the first of equals): a resample of the
+    entries keeps it, so it bootstraps max_l A[l][j] with the argmax held fixed."""
+    name, base = test_sample_set(benchmark), _labels(benchmark, method, memory_size, point)
+    cells, seen = {}, []
+    for record in tasks:
+        t, out = record["task"], record.get("test_samples")
+        if out is None:
+            raise ValueError(f"{method} on {benchmark} (M={memory_size}): task {t}'s record has no per-sample "
+                             "outcomes (a work folder from before they were kept); remove the job's .work folder")
+        rows, of_task, credit = (np.asarray(out[k]) for k in ("rows", "task", "credit"))
+        for j in np.unique(of_task):
+            on = of_task == j
+            cells[t, int(j)] = samples.entries({**base, "train_step": t, "task": "task", "eval_step": int(j),
+                                                "metric": "acc"}, name, set_size, credit[on], sample=rows[on])
+        seen.append(samples.entries({**base, "train_step": t, "task": "seen", "metric": "acc"}, name, set_size,
+                                    credit, sample=rows))
+    final = {**base, "train_step": row_schema.FINAL_STEP, "task": "seen"}
+    n = len(tasks)
+    parts = [*cells.values(), *seen, samples.combine(seen[-1:], [1.0], {**final, "metric": "last"}),
+             samples.combine(seen, [1 / n] * n, {**final, "metric": "avg"})]
+    if n >= 2:
+        row = {**final, "metric": "forgetting"}
+        acc = [t["scores"]["test"] for t in tasks]
+        best = [j + int(np.argmax([acc[l][f"{TASK_ACC}{j}"] for l in range(j, n - 1)])) for j in range(n - 1)]
+        parts.append(samples.combine([samples.difference(cells[l, j], cells[n - 1, j], row)
+                                      for j, l in enumerate(best)], [1 / (n - 1)] * (n - 1), row))
+    return parts
+
+
 def chain_compute(tasks: list[dict]) -> dict:
     """Samples, training MACs and seconds of a chain, summed over its tasks."""
     return {k: sum(t.get(k, 0) for t in tasks) for k in ("samples", "macs", "seconds")}
@@ -164,11 +217,11 @@ def chain_compute(tasks: list[dict]) -> dict:
 
 def run_method(cfg: dict, *, benchmark_dir: str, memory_file: str | None, method_name: str,
                base_checkpoint: str | None, device=None, store: ChainStore | None = None
-               ) -> tuple[list[dict], dict, list[dict]]:
+               ) -> tuple[list[dict], dict, list[dict], list[pd.DataFrame]]:
     """Every memory size of ``method_name`` on one benchmark, each with its grid point chosen by
-    validation A_T. Returns the rows, the record of the choices (every point's validation A_T)
-    and one compute record per memory size (the chosen chain's samples, MACs and seconds, and
-    the MACs of the whole grid search)."""
+    validation A_T. Returns the rows, the record of the choices (every point's validation A_T),
+    one compute record per memory size (the chosen chain's samples, MACs and seconds, and the
+    MACs of the whole grid search) and the rows' per-sample entries (``chain_samples``)."""
     mcfg = cfg["memclip"]
     use_threads(mcfg["train"])
     device = torch.device(device) if device is not None else init_world().device()
@@ -185,7 +238,7 @@ def run_method(cfg: dict, *, benchmark_dir: str, memory_file: str | None, method
         with open(memory_file) as f:
             saved = json.load(f)["plans"]
         plans = {int(m): saved[str(m)] for m in mcfg["benchmark"]["memory_sizes"]}
-    rows, record, compute = [], {}, []
+    rows, record, compute, entries = [], {}, [], []
     points = grid_points(grid)
     for memory_size, memory in plans.items():
         tried = []
@@ -201,4 +254,6 @@ def run_method(cfg: dict, *, benchmark_dir: str, memory_file: str | None, method
         compute.append({"benchmark": bench.name, "method": method_name, "memory": label, **chain_compute(tasks),
                         "search_macs": sum(chain_compute(t)["macs"] for _, t, _ in tried)})
         rows += chain_rows(tasks, benchmark=bench.name, method=method_name, memory_size=memory_size, point=point)
-    return rows, record, compute
+        entries += chain_samples(tasks, benchmark=bench.name, method=method_name, memory_size=memory_size,
+                                 point=point, set_size=len(data["test_table"]))
+    return rows, record, compute, entries
