@@ -27,6 +27,7 @@ include: "rules/data.smk"
 include: "rules/tic.smk"
 include: "rules/clclip.smk"
 include: "rules/memclip.smk"
+include: "rules/findings.smk"
 
 
 rule all:
@@ -34,4 +35,5 @@ rule all:
         tic_outputs(),
         clclip_outputs(),
         memclip_outputs(),
+        findings_outputs(),
     default_target: True

@@ -260,3 +260,24 @@ def memclip_outputs():
     return [*expand(f"{MEMCLIP}/{{benchmark}}_table.{{ext}}", benchmark=MEMCLIP_BENCHMARKS, ext=["csv", "md", "tex", "html"]),
             f"{MEMCLIP}/fig1_last_vs_memory.png",
             *expand(f"{MEMCLIP}/{{benchmark}}_accuracy_curves.png", benchmark=MEMCLIP_BENCHMARKS)]
+
+
+# ----- Uncertainty and findings (rules/findings.smk)
+UNCERTAINTY = dict(config["uncertainty"])  # draws, seed, level
+# What the memclip tables and claims read: benchmarks' scenarios, methods and memory sizes.
+MEMCLIP_TABLES_READ = {
+    "benchmarks": {b: config["memclip"]["benchmarks"][b]["scenario"] for b in MEMCLIP_BENCHMARKS},
+    "methods": {b: memclip_methods_in(b) for b in MEMCLIP_BENCHMARKS},
+    "memory_sizes": {b: config["memclip"]["benchmarks"][b]["memory_sizes"] for b in MEMCLIP_BENCHMARKS},
+    "memoryless": [m for m in MEMCLIP_METHODS if not memclip_method(m).uses_memory],
+}
+FINDINGS_STUDIES = [s for s, on in (("tic", config["tic"]["enabled"]), ("clclip", CLCLIP_ON), ("memclip", MEMCLIP_ON)) if on]
+# The config keys the claims are built from (which rows and settings they compare).
+CLAIMS_CONFIG = subset(config, ["tic.lr_ablation", "train.warmup_later_steps", "train.max_lr_decay", "clclip.settings",
+                                "clclip.methods", "clclip.variants", "clclip.ablations", "memclip.benchmarks"])
+
+
+def findings_outputs():
+    """The findings report, and each study's cell intervals."""
+    return [*expand(f"{RESULTS}/findings.{{ext}}", ext=["md", "csv", "html"]),
+            *[f"{RESULTS}/{s}/uncertainty/intervals.csv" for s in FINDINGS_STUDIES]]

@@ -254,17 +254,19 @@ def static_scores(
     static_tasks: Sequence[str] | None = None,
     *,
     study: str | None = None,
+    metrics: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Primary-metric scores of one method on static tasks, one row per train step.
 
     Index = train steps in ``steps`` order, columns = static tasks. ``static_tasks``
     defaults to every static task in ``rows`` (all methods), so a method lacking one
-    raises instead of averaging over fewer tasks.
+    raises instead of averaging over fewer tasks. ``metrics`` (task -> metric) defaults to
+    each task's primary metric among ``rows``.
     """
     steps = normalize_steps(steps)
     sel = select_rows(rows, study)
     tasks = list(static_tasks) if static_tasks is not None else static_tasks_in(sel)
-    metrics = {t: task_primary_metric(sel, t) for t in tasks}
+    metrics = dict(metrics) if metrics is not None else {t: task_primary_metric(sel, t) for t in tasks}
     mine = sel[(sel["method"] == str(method)) & sel["task"].isin(tasks)]
     mine = mine[mine["metric"] == mine["task"].map(metrics)]
     _check_known_steps(mine, steps, f"method={method!r}, static tasks")
@@ -344,10 +346,15 @@ def summarize_method(
     if not (sel["method"] == str(method)).any():
         raise ValueError(f"no evaluation rows for method {method!r}")
     dyn = list(dynamic_tasks) if dynamic_tasks is not None else dynamic_tasks_in(sel)
-    dynamic = {t: transfer_scores(sel, method, t, steps) for t in dyn}
+    mine = sel[sel["method"] == str(method)]  # the metric is chosen over every method's rows, E from this one's
+    dynamic = {}
+    for t in dyn:
+        metric = task_primary_metric(sel, t)
+        E = evaluation_matrix(mine, method, t, metric, steps)
+        dynamic[t] = TransferScores(t, metric, in_domain(E), backward_transfer(E), forward_transfer(E))
     stat = list(static_tasks) if static_tasks is not None else static_tasks_in(sel)
     if stat:
-        S = static_scores(sel, method, steps, stat)
+        S = static_scores(mine, method, steps, stat, metrics={t: task_primary_metric(sel, t) for t in stat})
         by_step = S.mean(axis=1).rename("static_avg")
         metrics = dict(S.attrs["metrics"])
     else:

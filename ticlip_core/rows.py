@@ -45,6 +45,9 @@ def make_rows(base: Mapping, scores: Mapping[str, float]) -> list[dict]:
 def frame(rows: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
     """Rows as a checked DataFrame: the columns of ``COLUMNS`` in order (``OPTIONAL`` ones filled
     with ``NA`` if missing), label columns as strings, ``value`` as float, no repeated key."""
+    if isinstance(rows, pd.DataFrame) and _already_checked(rows):
+        check_unique(rows)
+        return rows.reset_index(drop=True)
     df = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     for col in OPTIONAL:
         if col not in df.columns:
@@ -62,6 +65,18 @@ def frame(rows: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"rows: a value is not a number ({err})") from None
     check_unique(df)
     return df.reset_index(drop=True)
+
+
+def _already_checked(df: pd.DataFrame) -> bool:
+    """Whether ``df`` is already in ``frame``'s form: the columns in order, text labels with no empty or
+    missing cell, float values (tables recomputed per bootstrap draw pass such frames many times)."""
+    if list(df.columns) != list(COLUMNS) or df["value"].dtype != "float64":
+        return False
+    for col in COLUMNS[:-1]:
+        cells = df[col]
+        if cells.dtype != object or pd.api.types.infer_dtype(cells, skipna=False) != "string" or (cells == "").any():
+            return False
+    return True
 
 
 def check_unique(df: pd.DataFrame) -> None:

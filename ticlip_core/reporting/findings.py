@@ -5,7 +5,7 @@ A ``Claim`` is a conjunction of ``Comparison``s. A comparison reads two cells (a
 a row, a column) and asks of their difference ``d = left - right``:
 
 - ``">"``  left is above right by more than ``margin``: holds when the whole interval of ``d`` is
-  above ``margin``, contradicted when it is below it;
+  above ``margin``, contradicted when none of it is (an exact tie contradicts "above");
 - ``">="`` left is at least right, up to ``margin``: holds when the interval is above ``-margin``,
   contradicted when it is below;
 - ``"~"``  left is within ``margin`` of right: holds when the interval lies inside
@@ -82,6 +82,12 @@ def parse_row(row: str) -> dict[str, str]:
     return dict(part.split("=", 1) for part in row.split(";")) if row else {}
 
 
+def row_text(row: str) -> str:
+    """A cell row name as the findings show it: the method alone, other labels as ``key=value``."""
+    labels = parse_row(row)
+    return ", ".join(v if k == "Method" else f"{k}={v}" for k, v in labels.items() if v != "-")
+
+
 def _matches(labels: Mapping[str, str], want: Mapping[str, str]) -> bool:
     return all(v == ANY or labels.get(k) == str(v) for k, v in want.items())
 
@@ -107,7 +113,7 @@ def judge(op: str, margin: float, lo: float, hi: float) -> str:
     if np.isnan(lo) or np.isnan(hi):
         return INCONCLUSIVE
     if op == ">":
-        return HOLDS if lo > margin else CONTRADICTED if hi < margin else INCONCLUSIVE
+        return HOLDS if lo > margin else CONTRADICTED if hi <= margin else INCONCLUSIVE
     if op == ">=":
         return HOLDS if lo >= -margin else CONTRADICTED if hi < -margin else INCONCLUSIVE
     if lo >= -margin and hi <= margin:
@@ -151,8 +157,8 @@ def evaluate_claims(claims: Sequence[Claim], cells: pd.DataFrame, draws: pd.Data
                 d = difference(cells, draws, comp.left.table, (left_row, comp.left.column),
                                (right_row, comp.right.column), level)
                 lines.append({"study": claim.study, "claim": claim.id, "text": claim.text, "comparison": k,
-                              "table": comp.left.table, "left": f"{left_row}: {comp.left.column}", "op": comp.op,
-                              "right": f"{right_row}: {comp.right.column}", "margin": comp.margin, **d,
+                              "table": comp.left.table, "left": f"{row_text(left_row)}: {comp.left.column}",
+                              "op": comp.op, "right": f"{row_text(right_row)}: {comp.right.column}", "margin": comp.margin, **d,
                               "verdict": judge(comp.op, comp.margin, d["lo"], d["hi"]), "scale": claim.scale})
         if reasons:
             verdict = NOT_EVALUATED
