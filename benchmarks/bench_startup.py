@@ -44,7 +44,7 @@ LAZY_WORK = {"train_step.py": ["import ticlip_core.tic.train", *_MODEL], "evalua
 #: entry points that must never load torch: tables, figures and reports read result files and
 #: draw; the data jobs render, resize, bucket and index images
 NO_TORCH = ("make_table.py", "make_figures.py", "make_lr_ablation.py", "make_data_report.py",
-            "clclip_tables.py", "memclip_tables.py",
+            "clclip_tables.py", "memclip_tables.py", "uncertainty.py", "findings.py",
             "synthesize.py", "bucket.py", "download.py", "prepare_metadata.py", "prepare_static_set.py",
             "clclip_base_pool.py", "clclip_task.py", "memclip_data.py", "memclip_memory.py")
 

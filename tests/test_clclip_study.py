@@ -65,7 +65,7 @@ def test_ablation_tables_have_one_row_per_value_at_the_fixed_beta(study, name, l
 
 
 def test_chosen_values_are_written_next_to_the_results(study):
-    chosen = json.loads((study / "runs/lwf.json").read_text())
+    chosen = json.loads((study / "seed0/runs/lwf.json").read_text())
     assert set(chosen) == {"ost", "mst"}
     for setting in chosen.values():
         assert set(setting) == {"wm", "io", "to"}
@@ -99,20 +99,20 @@ def test_compute_records_count_the_chosen_chain_and_the_whole_search(study):
     from ticlip_core.engine.compute import tower_macs
     from ticlip_core.clclip.study import load_original
 
-    lwf = json.loads((study / "runs/lwf.compute.json").read_text())
+    lwf = json.loads((study / "seed0/runs/lwf.compute.json").read_text())
     assert [(r["setting"], r["variant"]) for r in lwf] == [(s, v) for s in ("ost", "mst") for v in ("wm", "io", "to")]
     assert all(tuple(r) == RECORD_FIELDS and r["method"] == "lwf" for r in lwf)
     assert all(r["search_macs"] > r["macs"] > 0 and r["samples"] > 0 for r in lwf)  # two betas tried
-    ft = {(r["setting"], r["variant"]): r for r in json.loads((study / "runs/ft.compute.json").read_text())}
+    ft = {(r["setting"], r["variant"]): r for r in json.loads((study / "seed0/runs/ft.compute.json").read_text())}
     model, _ = load_original(_config(), str(study / "base/model.pt"), "cpu")
     image, text = tower_macs(model)
     # micro: 4 classes x 8 crops, batches of 8, one epoch; OST one session, MST two of 2 classes
     assert ft["ost", "wm"]["macs"] == 3 * (32 * image + 4 * 4 * text) == ft["ost", "wm"]["search_macs"]
     assert ft["mst", "io"]["macs"] == 3 * (32 * image + 2 * 2 * 2 * text) and ft["mst", "io"]["samples"] == 32
     assert all(r["extra_macs"] == 0 for r in ft.values())
-    original = json.loads((study / "runs/original.compute.json").read_text())
+    original = json.loads((study / "seed0/runs/original.compute.json").read_text())
     assert [r["setting"] for r in original] == ["ost", "mst"] and all(r["macs"] == r["search_macs"] == 0 for r in original)
-    ablation = json.loads((study / "ablations/length.compute.json").read_text())
+    ablation = json.loads((study / "seed0/ablations/length.compute.json").read_text())
     assert {r["method"] for r in ablation} == {"M=2", "M=4", "caption replay"} and len(ablation) == 6
     assert not list(study.glob("*/*.work"))  # every job removed its work folder
 
@@ -134,9 +134,9 @@ def _one_chain(study, **train):
 def test_run_method_trains_on_the_engines_device_by_default(study):
     """No device given: the engine's (init_world().device(), the CPU here), the same numbers as the job."""
     rows, record, compute = _one_chain(study)
-    job = json.loads((study / "runs/lwf.json").read_text())["ost"]["wm"]
+    job = json.loads((study / "seed0/runs/lwf.json").read_text())["ost"]["wm"]
     assert record["wm"]["val_a_acc"] == job["val_a_acc"] and record["wm"]["chosen"] == job["chosen"]
-    job_compute = [r for r in json.loads((study / "runs/lwf.compute.json").read_text())
+    job_compute = [r for r in json.loads((study / "seed0/runs/lwf.compute.json").read_text())
                    if (r["setting"], r["variant"]) == ("ost", "wm")]
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in compute] == \
         [{k: v for k, v in r.items() if k != "seconds"} for r in job_compute]
@@ -144,7 +144,7 @@ def test_run_method_trains_on_the_engines_device_by_default(study):
 
 def test_bf16_autocast_trains_the_same_samples_on_the_cpu(study):
     rows, record, compute = _one_chain(study, precision="bf16")
-    fp32 = json.loads((study / "runs/lwf.compute.json").read_text())[0]
+    fp32 = json.loads((study / "seed0/runs/lwf.compute.json").read_text())[0]
     assert compute[0]["samples"] == fp32["samples"] and compute[0]["macs"] == fp32["macs"]
     assert rows and all(pd.notna(r["value"]) for r in rows)
 

@@ -101,4 +101,32 @@ def test_clclip_study_plans_one_job_per_method_and_ablation(tmp_path):
     assert res.returncode == 0, out[-3000:]
     counts = dict(re.findall(r"^(clclip_\w+)\s+(\d+)$", out, re.M))
     assert counts == {"clclip_base_pool": "1", "clclip_base": "1", "clclip_task": "1", "clclip_run": "8", "clclip_ablation": "2",
-                      "clclip_tables": "1"}, out[-3000:]
+                      "clclip_tables": "1", "clclip_uncertainty": "1"}, out[-3000:]
+
+
+def _job_stats(stdout: str) -> dict[str, str]:
+    """A dry run's job counts by rule (its first "Job stats" table, without the total)."""
+    lines = stdout.split("Job stats:")[1].split("\n\n")[0].splitlines()[3:]
+    return {job: n for job, n in (line.split() for line in lines) if job != "total"}
+
+
+def test_the_three_seed_preset_runs_every_training_and_evaluation_job_per_seed_and_the_rest_once(tmp_path):
+    cfg = yaml.safe_load((ROOT / "configs" / "replicates.yaml").read_text())
+    assert len(cfg["replicates"]) >= 3
+    res = _dry_run(tmp_path, (ROOT / "configs" / "replicates.yaml").read_text())
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = _job_stats(res.stdout)
+    (tmp_path / "one").mkdir()
+    (tmp_path / "bad").mkdir()
+    one = _dry_run(tmp_path / "one", "replicates: [0]\n")
+    single = _job_stats(one.stdout)
+    per_seed = {"train_first_step", "share_first_step", "train_step", "evaluate_run", "clclip_run", "clclip_ablation",
+                "memclip_run"}
+    for job, count in single.items():
+        k = len(cfg["replicates"]) if job in per_seed else 1
+        assert int(jobs[job]) == k * int(count), (job, jobs[job], count)
+    assert {"findings", "tic_uncertainty", "clclip_uncertainty", "memclip_uncertainty"} <= set(jobs)
+    assert "results/tic/seed2/models/oracle/2020-2021/model.pt" in res.stdout
+    for bad, message in (("replicates: []\n", "should be non-empty"), ("replicates: [1, 1]\n", "non-unique")):
+        res = _dry_run(tmp_path / "bad", bad)
+        assert res.returncode != 0 and message in res.stdout + res.stderr, (res.stdout + res.stderr)[-1500:]

@@ -68,6 +68,7 @@ def test_bad_memclip_configs_fail_before_any_job_and_presets_dry_run(tmp_path):
         methods = cfg["memclip"]["methods"]
         assert len(methods) == (10 if cfg["memclip"]["benchmarks"][benchmark]["scenario"] == "class" else 6)
         assert jobs == {"memclip_data": 1, "memclip_memory": 1, "memclip_run": len(methods), "memclip_tables": 1,
+                        "memclip_uncertainty": 1, "findings": 1,
                         "all": 1}, jobs
         validate(cfg, str(SCHEMA))
         block = cfg["memclip"]["benchmarks"][benchmark]

@@ -215,13 +215,13 @@ def test_micro_study_writes_every_table_figure_and_memory_audit(micro_run):
         for size in memory:
             for record in audit["audit"][str(size)]["memory"]:
                 assert record["size"] <= size and len(record["keys"]) == record["size"]
-        chosen = json.loads((micro_run / bench / "runs/finetune.json").read_text())
+        chosen = json.loads((micro_run / "seed0" / bench / "runs/finetune.json").read_text())
         assert set(chosen) == {str(s) for s in memory}
         assert all(set(c["val_last"]) == {"lr=0.0001", "lr=0.001"} for c in chosen.values())
     assert (micro_run / "fig1_last_vs_memory.png").stat().st_size > 1000
     rows = pd.read_csv(micro_run / "all_rows.csv", dtype=str, keep_default_na=False)
     assert set(rows["study"]) == {"memclip"} and set(rows["scenario"]) == set(sizes)
-    assert not list(micro_run.glob("*/runs/*.work"))  # the work folders are removed once the outputs are written
+    assert not list(micro_run.glob("seed0/*/runs/*.work"))  # the work folders are removed once the outputs are written
 
 
 def test_a_config_edit_reruns_exactly_the_jobs_it_affects(micro_run, tmp_path):

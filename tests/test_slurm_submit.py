@@ -121,7 +121,8 @@ def test_paper_scale_dry_run_plans_49_gpu_training_jobs(tmp_path):
     train = [(w, r) for rule, w, r in jobs if rule in ("train_step", "train_first_step")]
     steps, methods = cfg["tic"]["steps"], cfg["tic"]["methods"]
     assert len(train) == 1 + (len(steps) - 1) * len(methods) == 49
-    assert {(w["run"], w["step"]) for w, _ in train if w} == {(m, s) for m in methods for s in steps[1:]}
+    assert {(w["run"], w["step"]) for w, _ in train if "run" in w} == {(m, s) for m in methods for s in steps[1:]}
+    assert {w["seed"] for w, _ in train} == {"0"}  # one replicate seed
     assert sum(1 for rule, _, _ in jobs if rule == "share_first_step") == len(methods)
     want = cfg["resources"]["train"]
     assert want["gpu"] >= 1

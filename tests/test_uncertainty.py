@@ -104,3 +104,12 @@ def test_paths_are_grouped_by_their_seed_folder():
     assert got == {0: ["r/tic/seed0/evals/a.csv"], 1: ["r/tic/seed1/evals/a.csv", "r/tic/seed1/evals/b.csv"]}
     with pytest.raises(ValueError, match="seed<N>"):
         U.by_seed(["r/tic/evals/a.csv"])
+
+
+def test_a_draw_missing_every_sample_of_a_row_keeps_its_full_sample_value_and_is_counted():
+    base = {"study": "toy", "method": "m", "task": "cls", "train_step": "s", "eval_step": "s", "metric": "top1"}
+    one = samples.entries(base, "s", 3, [1.0], sample=[2])  # one image of three has a class
+    values = U.resampled_values(samples.frame([one]), 200, 0)
+    counts = U.resample_counts("s", 3, 200, 0)
+    assert values.attrs["empty"] == int((counts[:, 2] == 0).sum()) > 0
+    assert (values.to_numpy() == 1.0).all()

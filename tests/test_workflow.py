@@ -124,10 +124,29 @@ def test_every_rule_wrote_its_log_and_benchmark(micro_run):
     bench = list((work / "results/benchmarks").rglob("*.tsv"))
     # 2 synthesis + bucket + data report + the shared first step and its 10 copies (8 methods +
     # 2 ablation variants) + 10 runs x the later steps, one evaluation per run, Table 2, the
-    # ablation table and the figures
-    assert len(bench) == 2 + 1 + 1 + 1 + 10 + 10 * (len(STEPS) - 1) + 10 + 3
+    # ablation table and the figures, the bootstrap of the tables' cells and the findings
+    assert len(bench) == 2 + 1 + 1 + 1 + 10 + 10 * (len(STEPS) - 1) + 10 + 3 + 2
     for tsv in bench:
         assert "max_rss" in tsv.read_text().splitlines()[0]
+
+
+def test_findings_judge_every_tic_claim_and_say_the_studies_turned_off_are_not_evaluated(micro_run):
+    work, _ = micro_run
+    findings = pd.read_csv(work / "results/findings.csv")
+    verdicts = findings.groupby(["study", "claim"])["claim_verdict"].first()
+    assert set(verdicts["tic"]) <= {"holds", "contradicted", "inconclusive"} and len(verdicts["tic"]) == 4
+    assert set(verdicts["clclip"]) == set(verdicts["memclip"]) == {"not evaluated"}
+    assert "clclip.enabled: false" in (work / "results/findings.md").read_text()
+    judged = findings[findings["study"] == "tic"]
+    assert (judged["lo"] <= judged["difference"]).all() and (judged["difference"] <= judged["hi"]).all()
+    intervals = pd.read_csv(work / "results/tic/uncertainty/intervals.csv")
+    scores = intervals[intervals["column"].isin(["Static avg", "Retrieval ID"])]
+    assert (scores["boot_hi"] > scores["boot_lo"]).all()  # test-sample noise on every score cell
+    assert (scores["boot_lo"] <= scores["estimate"]).all() and (scores["estimate"] <= scores["boot_hi"]).all()
+    compute = intervals[intervals["column"] == "Compute (GMACs)"]
+    assert (compute["boot_lo"] == compute["boot_hi"]).all()  # not from test samples: no interval
+    table = pd.read_csv(work / "results/tic/table2.csv")
+    assert not any(c.endswith("±95%") for c in table.columns)  # one seed: no seeds' interval
 
 
 def test_second_run_does_nothing(micro_run):
@@ -139,13 +158,14 @@ def test_second_run_does_nothing(micro_run):
 
 # Provenance: each job reads only the config subset its rule passes as a param, so an edit reruns
 # exactly the jobs whose outputs it can change (10 runs: 8 methods + 2 LR-ablation variants).
-TABLES = {"tic_table": 1, "lr_ablation_table": 1, "tic_figures": 1}
+TABLES = {"tic_table": 1, "lr_ablation_table": 1, "tic_figures": 1, "tic_uncertainty": 1, "findings": 1}
 EDITS = {
     "train.lr": ({"train": {"lr": 0.001}}, {"train_first_step": 1, "share_first_step": 10,
                                            "train_step": 10 * (len(STEPS) - 1), "evaluate_run": 10, **TABLES}),
     # LwF's first step has no teacher: it stays the shared one
     "methods.lwf.beta": ({"methods": {"lwf": {"beta": 0.5}}},
-                         {"train_step": len(STEPS) - 1, "evaluate_run": 1, "tic_table": 1, "tic_figures": 1}),
+                         {"train_step": len(STEPS) - 1, "evaluate_run": 1, "tic_table": 1, "tic_figures": 1,
+                          "tic_uncertainty": 1, "findings": 1}),
     # Patching's alpha search (steps after the first) reads the pool size too
     "eval.retrieval_pool_size": ({"eval": {"retrieval_pool_size": 16}},
                                  {"train_step": len(STEPS) - 1, "evaluate_run": 10, **TABLES}),

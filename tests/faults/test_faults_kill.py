@@ -25,9 +25,9 @@ tic:
   lr_ablation: {method: null}
 train: {budget_samples: 640, batch_size: 16, resume_every: 5, log_every: 5}
 """
-MODELS = "results/tic/models/lwf"
+MODELS = "results/tic/seed0/models/lwf"
 TARGET = f"{MODELS}/2015/model.pt"
-JOB_LOG = "results/logs/tic/train/lwf/2015.log"
+JOB_LOG = "results/logs/tic/seed0/train/lwf/2015.log"
 
 
 def _snakemake(work: Path, *extra: str) -> list[str]:

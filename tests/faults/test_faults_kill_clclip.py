@@ -25,10 +25,10 @@ clclip:
   base: {budget_samples: 128}
   train: {resume_every: 1, log_every: 1}
 """
-RUNS = "results/clclip/runs"
+RUNS = "results/clclip/seed0/runs"
 TARGET = f"{RUNS}/vr_lwf.csv"
 WORK = f"{RUNS}/vr_lwf.work"
-JOB_LOG = "results/logs/clclip/runs/vr_lwf.log"
+JOB_LOG = "results/logs/clclip/seed0/runs/vr_lwf.log"
 
 
 def _snakemake(work: Path, *extra: str) -> list[str]:

@@ -60,9 +60,15 @@ def resampled_values(samples: pd.DataFrame, draws: int, seed: int) -> pd.DataFra
         shape = (size, len(uniques))
         num += counts @ sparse.csr_matrix((wo[idx], (sample[idx], codes[idx])), shape=shape)
         den += counts @ sparse.csr_matrix((w[idx], (sample[idx], codes[idx])), shape=shape)
+    full = np.bincount(codes, weights=wo, minlength=len(uniques)) / np.bincount(codes, weights=w, minlength=len(uniques))
+    # A draw that picks none of a row's samples (a small test set of which few images have a class)
+    # leaves the row undefined; it keeps its full-sample value there, and the draws doing so are counted.
+    empty = den <= 0
     with np.errstate(invalid="ignore", divide="ignore"):
-        values = num / den  # a row whose drawn samples all have weight 0 has no value in that draw
-    return pd.DataFrame(values.T, index=pd.MultiIndex.from_tuples(list(uniques), names=list(KEY)))
+        values = np.where(empty, full[None, :], num / np.where(empty, 1.0, den))
+    out = pd.DataFrame(values.T, index=pd.MultiIndex.from_tuples(list(uniques), names=list(KEY)))
+    out.attrs["empty"] = int(empty.sum())
+    return out
 
 
 def numeric_columns(df: pd.DataFrame, labels: Sequence[str] = ()) -> list[str]:
@@ -93,6 +99,9 @@ def bootstrap_cells(make_tables: Callable[[Mapping[str, pd.DataFrame]], Mapping[
     ablations' rows apart); ``make_tables`` is called once per draw on copies whose sample-based
     values are that draw's. Rows without entries keep their value; entries of no row raise."""
     values = resampled_values(samples, draws, seed)
+    if values.attrs["empty"]:
+        print(f"bootstrap: {values.attrs['empty']} of {values.size} (row, draw) pairs drew none of the row's "
+              "samples and keep the row's full-sample value")
     where, found = {}, np.zeros(len(values), dtype=bool)
     for name, rows in parts.items():
         at = pd.MultiIndex.from_frame(rows.loc[:, list(KEY)]).get_indexer(values.index)
