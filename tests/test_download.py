@@ -216,7 +216,7 @@ def test_real_data_trains_and_evaluates_with_classes_and_a_static_set(world, dow
     assert len(top1) == 1 and 0.0 <= top1.item() <= 1.0
     table = pd.read_csv(tic / "table2.csv")
     assert list(table["Method"]) == ["sequential"]
-    log = (tmp / "results" / "logs" / "tic" / "evaluate" / "sequential.log").read_text()
+    log = (tmp / "results" / "logs" / "tic" / "seed0" / "evaluate" / "sequential.log").read_text()
     assert "without a class" in log
 
 
