@@ -32,7 +32,7 @@ resources:
 RUNS, STEPS = ["sequential"], ["2014", "2015"]
 TARGET = "results/tic/table2.csv"  # the tables need every evaluation, hence every training step
 COMPARED = ["results/tic/table2.csv", "results/tic/per_step.csv", "results/tic/all_evals.csv",
-            *[f"results/tic/evals/{r}/{s}.csv" for r in RUNS for s in STEPS]]
+            *[f"results/tic/seed0/evals/{r}/{s}.csv" for r in RUNS for s in STEPS]]
 # Test-only plugin settings: no accounting on the CI cluster, so job status from squeue (sacct
 # fails there); quick status checks; keep the logs of successful jobs to inspect them.
 SLURM_TEST_ARGS = ["--slurm-status-command", "squeue", "--slurm-no-account", "--slurm-keep-successful-logs",
