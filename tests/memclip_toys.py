@@ -51,3 +51,16 @@ class Model(nn.Module):
     def __init__(self):
         super().__init__()
         self.visual = Tower()
+
+
+def micro_study_config(*, method_options=None, grids=None, benchmark=None, **train) -> dict:
+    """The memclip config block the in-process study tests run: the micro model, one epoch, one
+    thread, no periodic resume points; ``train`` overrides the training keys."""
+    memclip = {
+        "model": {"name": "ticlip-vit-micro", "pretrained": None}, "templates": ["a photo of a {}."],
+        "train": {"epochs": 1, "batch_size": 4, "lr": 1e-3, "weight_decay": 0.0, "threads": 1, "log_every": 100,
+                  "resume_every": 0, "eval_batch_size": 64, "workers": 0, **train},
+        "method_options": method_options or {}, "grids": grids or {}}
+    if benchmark is not None:
+        memclip["benchmark"] = benchmark
+    return {"seed": 0, "memclip": memclip}

@@ -15,6 +15,8 @@ from ticlip_core.memclip.memory import memory_plan
 from ticlip_core.memclip.methods import available_methods, get_method
 from ticlip_core.memclip.synthetic_benchmark import build_synthetic_benchmark
 
+from memclip_toys import micro_study_config
+
 STUDY_METHODS = {"zero_shot", "finetune", "joint", "gcl", "gdro"}
 BASELINES = sorted(set(available_methods()) - STUDY_METHODS)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -41,11 +43,7 @@ def benchmarks(tmp_path_factory):
 
 
 def _cfg():
-    return {"seed": 0, "memclip": {
-        "model": {"name": "ticlip-vit-micro", "pretrained": None}, "templates": ["a photo of a {}."],
-        "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.0, "threads": 1, "log_every": 100,
-                  "resume_every": 0, "eval_batch_size": 64, "workers": 0},
-        "method_options": {}, "grids": {}}}
+    return micro_study_config(batch_size=8)
 
 
 def test_the_six_baselines_are_registered():

@@ -13,6 +13,8 @@ from ticlip_core.memclip import study
 from ticlip_core.memclip.memory import memory_plan
 from ticlip_core.memclip.synthetic_benchmark import build_synthetic_benchmark
 
+from memclip_toys import micro_study_config
+
 ACCURACY_METRICS = {"acc", "last", "avg", "forgetting"}
 
 # ----- a hand-made chain: 3 tasks, two test samples each (rows 0-1 task 0, 2-3 task 1, 4-5 task 2) -----
@@ -97,11 +99,7 @@ def tiny(tmp_path_factory):
 
 
 def _cfg():
-    return {"seed": 0, "memclip": {
-        "model": {"name": "ticlip-vit-micro", "pretrained": None}, "templates": ["a photo of a {}."],
-        "train": {"epochs": 1, "batch_size": 4, "lr": 1e-3, "weight_decay": 0.0, "threads": 1, "log_every": 100,
-                  "resume_every": 0, "eval_batch_size": 64, "workers": 0},
-        "benchmark": {"memory_sizes": [0, 4]}, "method_options": {}, "grids": {"finetune": {"lr": [1e-3, 1e-4]}}}}
+    return micro_study_config(benchmark={"memory_sizes": [0, 4]}, grids={"finetune": {"lr": [1e-3, 1e-4]}})
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 from conftest import planned_jobs
+from memclip_toys import micro_study_config
 
 from ticlip_core.engine.chain_store import ChainStore
 from ticlip_core.job_config import memclip_data_job, memclip_memory_job, memclip_method_job
@@ -65,11 +66,7 @@ def tiny(tmp_path_factory):
 
 
 def _cfg(**train):
-    return {"seed": 0, "memclip": {
-        "model": {"name": "ticlip-vit-micro", "pretrained": None}, "templates": ["a photo of a {}."],
-        "train": {"epochs": 1, "batch_size": 4, "lr": 1e-3, "weight_decay": 0.0, "threads": 1, "log_every": 100,
-                  "resume_every": 0, "eval_batch_size": 64, "workers": 0, **train},
-        "method_options": {"gcl": {"tau": 0.1, "gamma": 0.5}}, "grids": {}}}
+    return micro_study_config(method_options={"gcl": {"tau": 0.1, "gamma": 0.5}}, **train)
 
 
 def test_gcl_chain_resumes_after_a_finished_task_with_its_estimators(tiny, tmp_path, monkeypatch):
