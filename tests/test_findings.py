@@ -41,6 +41,27 @@ def test_a_comparison_is_judged_by_where_its_interval_lies(op, margin, lo, hi, v
     assert F.judge(op, margin, lo, hi) == verdict
 
 
+def test_float_noise_at_the_margin_does_not_decide_a_verdict():
+    # a bound that sums of float32 scores leave a hair off the margin is on it
+    assert F.judge(">", 0, -3.55e-16, 0.05) == F.INCONCLUSIVE
+    assert F.judge(">", 0, 1e-12, 0.05) == F.INCONCLUSIVE
+    assert F.judge(">", 0, -0.2, 1e-12) == F.CONTRADICTED
+    assert F.judge(">=", 0.01, -0.01 - 1e-12, 0.03) == F.HOLDS
+    assert F.judge("~", 0.01, -0.01 - 1e-12, 0.01 + 1e-12) == F.HOLDS
+
+
+def test_evidence_shows_each_comparison_on_its_own_scale():
+    claim = F.Claim("toy", "cheap", "A near B, at less compute",
+                    [F.Comparison(cell("a"), ">=", cell("b"), 0.02),
+                     F.Comparison(cell("b", "GMACs"), ">", cell("a", "GMACs"), scale=1)], scale=100)
+    got = F.evaluate_claims([claim], *cells_and_draws({("t", "Method=a", "Acc"): 0.305, ("t", "Method=b", "Acc"): 0.3,
+                                                       ("t", "Method=a", "GMACs"): 267.0,
+                                                       ("t", "Method=b", "GMACs"): 588.0}))
+    text = F.evidence(got)
+    assert "a: Acc 30.5 vs b: Acc 30.0: difference 0.5 [0.5, 0.5], needs >= -2.0 (holds)" in text
+    assert "b: GMACs 588.0 vs a: GMACs 267.0: difference 321.0" in text
+
+
 def test_a_claim_gets_each_verdict_from_hand_made_tables():
     claim = F.Claim("toy", "a_best", "A above B and C", [F.Comparison(cell("a"), ">", cell(F.ANY))])
     v = lambda vals, noise=0.0, seeds=(0,): F.evaluate_claims([claim], *cells_and_draws(vals, noise, seeds))  # noqa: E731

@@ -55,6 +55,7 @@ class Comparison:
     op: str
     right: Cell
     margin: float = 0.0
+    scale: float | None = None  # display scale, when not the claim's (a compute column among scores)
 
     def __post_init__(self):
         if self.op not in OPS:
@@ -108,17 +109,18 @@ def expand(comparison: Comparison, cells: pd.DataFrame) -> list[tuple[str, str]]
     return [(lefts[0], r) for r in rights]
 
 
-def judge(op: str, margin: float, lo: float, hi: float) -> str:
-    """The verdict of ``d op margin`` from the interval ``[lo, hi]`` of ``d``."""
+def judge(op: str, margin: float, lo: float, hi: float, tol: float = 1e-9) -> str:
+    """The verdict of ``d op margin`` from the interval ``[lo, hi]`` of ``d``; bounds within ``tol`` of
+    the margin count as on it (sums of float32 scores are not exact)."""
     if np.isnan(lo) or np.isnan(hi):
         return INCONCLUSIVE
     if op == ">":
-        return HOLDS if lo > margin else CONTRADICTED if hi <= margin else INCONCLUSIVE
+        return HOLDS if lo > margin + tol else CONTRADICTED if hi <= margin + tol else INCONCLUSIVE
     if op == ">=":
-        return HOLDS if lo >= -margin else CONTRADICTED if hi < -margin else INCONCLUSIVE
-    if lo >= -margin and hi <= margin:
+        return HOLDS if lo >= -margin - tol else CONTRADICTED if hi < -margin - tol else INCONCLUSIVE
+    if lo >= -margin - tol and hi <= margin + tol:
         return HOLDS
-    return CONTRADICTED if (lo > margin or hi < -margin) else INCONCLUSIVE
+    return CONTRADICTED if (lo > margin + tol or hi < -margin - tol) else INCONCLUSIVE
 
 
 def difference(cells: pd.DataFrame, draws: pd.DataFrame, table: str, left: tuple[str, str], right: tuple[str, str],
@@ -159,7 +161,8 @@ def evaluate_claims(claims: Sequence[Claim], cells: pd.DataFrame, draws: pd.Data
                 lines.append({"study": claim.study, "claim": claim.id, "text": claim.text, "comparison": k,
                               "table": comp.left.table, "left": f"{row_text(left_row)}: {comp.left.column}",
                               "op": comp.op, "right": f"{row_text(right_row)}: {comp.right.column}", "margin": comp.margin, **d,
-                              "verdict": judge(comp.op, comp.margin, d["lo"], d["hi"]), "scale": claim.scale})
+                              "verdict": judge(comp.op, comp.margin, d["lo"], d["hi"]),
+                              "scale": claim.scale if comp.scale is None else comp.scale})
         if reasons:
             verdict = NOT_EVALUATED
             lines = [{"study": claim.study, "claim": claim.id, "text": claim.text, "verdict": NOT_EVALUATED,
@@ -176,19 +179,19 @@ def evaluate_claims(claims: Sequence[Claim], cells: pd.DataFrame, draws: pd.Data
 
 
 def _fmt(x: float, scale: float) -> str:
-    return "–" if pd.isna(x) else f"{scale * x:.1f}" if scale != 1 else f"{x:.3g}"
+    return "–" if pd.isna(x) else f"{round(scale * x, 1) + 0.0:.1f}"  # + 0.0: no "-0.0"
 
 
 def evidence(lines: pd.DataFrame) -> str:
     """What a claim's verdict rests on, in words: each comparison that did not hold (all when all
     held, at most four)."""
-    scale = float(lines["scale"].iloc[0])
     if lines["verdict"].iloc[0] == NOT_EVALUATED:
         return f"not evaluated: {lines['reason'].iloc[0]}"
     shown = lines[lines["verdict"] != HOLDS]
     shown = lines if shown.empty else shown
     parts = []
     for _, r in shown.head(4).iterrows():
+        scale = float(r["scale"])
         interval = f"[{_fmt(r['lo'], scale)}, {_fmt(r['hi'], scale)}]"
         parts.append(f"{r['left']} {_fmt(r['left_value'], scale)} vs {r['right']} {_fmt(r['right_value'], scale)}: "
                      f"difference {_fmt(r['difference'], scale)} {interval}, needs {r['op']} "
