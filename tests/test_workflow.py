@@ -177,7 +177,7 @@ EDITS = {
                                         {"train_first_step": 1, "share_first_step": 10,
                                          "train_step": 8 * (len(STEPS) - 1), "evaluate_run": 10, **TABLES}),
     # the bootstrap: only the intervals and the verdicts
-    "uncertainty.draws": ({"uncertainty": {"draws": 7}}, {"tic_uncertainty": 1, "findings": 1}),
+    "uncertainty.draws": ({"uncertainty": {"draws": 50}}, {"tic_uncertainty": 1, "findings": 1}),
     # a second replicate: that seed's own chain of jobs, then the tables; seed 0's are reused
     "replicates": ({"replicates": [0, 1]}, {"train_first_step": 1, "share_first_step": 10,
                                             "train_step": 10 * (len(STEPS) - 1), "evaluate_run": 10, **TABLES}),
