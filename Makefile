@@ -16,7 +16,7 @@ run: $(STAMP)
 	$(BIN)/snakemake --cores all --report results/tic/report.html --report-after-run
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --dist loadfile tests
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder tests
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

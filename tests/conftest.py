@@ -124,8 +124,9 @@ def tiny_world(tmp_path_factory):
     return root
 
 
-# The longest modules first: with pytest-xdist (`make test` runs `-n auto --dist loadfile`) they
-# then start at once on separate workers instead of finishing last.
+# The longest modules first: with pytest-xdist (`make test` runs `-n auto --dist loadfile
+# --no-loadscope-reorder`; without that flag xdist re-sorts files by their number of tests, which put
+# these few-test, long-setup files last) they start at once on separate workers instead of finishing last.
 LONGEST_FIRST = ["test_workflow.py", "test_slurm.py", "test_clclip_study.py", "test_memclip_study.py", "test_download.py",
                  "test_faults_kill.py", "test_faults_kill_clclip.py", "test_ddp.py", "test_drift.py", "test_faults_download.py"]
 
