@@ -31,7 +31,7 @@ after task ``t`` on the test sets of everything seen so far: average incremental
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -335,11 +335,14 @@ def summarize_method(
     study: str | None = None,
     dynamic_tasks: Sequence[str] | None = None,
     static_tasks: Sequence[str] | None = None,
+    metrics: Mapping[str, str] | None = None,
 ) -> MethodSummary:
     """Summarise one method: transfer scores per dynamic task and static averages.
 
     Task lists default to every dynamic / static task present in ``rows`` (across all
-    methods), so a method that lacks a task the others have raises.
+    methods), so a method that lacks a task the others have raises. ``metrics`` (task ->
+    primary metric) defaults to the one chosen over every method's rows; a caller that
+    passes it (and both task lists) may pass this method's rows alone.
     """
     steps = normalize_steps(steps)
     sel = select_rows(rows, study)
@@ -347,14 +350,18 @@ def summarize_method(
         raise ValueError(f"no evaluation rows for method {method!r}")
     dyn = list(dynamic_tasks) if dynamic_tasks is not None else dynamic_tasks_in(sel)
     mine = sel[sel["method"] == str(method)]  # the metric is chosen over every method's rows, E from this one's
+
+    def metric_of(task: str) -> str:
+        return metrics[task] if metrics is not None else task_primary_metric(sel, task)
+
     dynamic = {}
     for t in dyn:
-        metric = task_primary_metric(sel, t)
+        metric = metric_of(t)
         E = evaluation_matrix(mine, method, t, metric, steps)
         dynamic[t] = TransferScores(t, metric, in_domain(E), backward_transfer(E), forward_transfer(E))
     stat = list(static_tasks) if static_tasks is not None else static_tasks_in(sel)
     if stat:
-        S = static_scores(mine, method, steps, stat, metrics={t: task_primary_metric(sel, t) for t in stat})
+        S = static_scores(mine, method, steps, stat, metrics={t: metric_of(t) for t in stat})
         by_step = S.mean(axis=1).rename("static_avg")
         metrics = dict(S.attrs["metrics"])
     else:

@@ -157,8 +157,13 @@ def tic_table(
     totals = compute_totals(compute, steps, methods, study=study_name)
     records = []
     static_metrics: dict[str, str] = {}
+    # metrics chosen over every method's rows once; each method then reads its own rows only (the
+    # bootstrap recomputes this table hundreds of times)
+    primary = {t: task_primary_metric(sel, t) for t in [*present, *static_tasks]}
+    own = dict(tuple(sel.groupby("method", sort=False)))
     for m in methods:
-        s = summarize_method(sel, m, steps, dynamic_tasks=present, static_tasks=static_tasks)
+        s = summarize_method(own.get(str(m), sel), m, steps, dynamic_tasks=present, static_tasks=static_tasks,
+                             metrics=primary)
         static_metrics = s.static_metrics
         rec = {
             "Method": str(m),
