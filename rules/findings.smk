@@ -25,6 +25,9 @@ rule tic_uncertainty:
         f"{LOGS}/tic/uncertainty.log",
     benchmark:
         f"{BENCH}/tic/uncertainty.tsv"
+    resources:
+        **RESOURCES["data"],
+    threads: PARALLEL_THREADS  # draws split over processes (same cells for any number)
     script:
         "../workflow_scripts/uncertainty.py"
 
@@ -51,6 +54,9 @@ rule clclip_uncertainty:
         f"{LOGS}/clclip/uncertainty.log",
     benchmark:
         f"{BENCH}/clclip/uncertainty.tsv"
+    resources:
+        **RESOURCES["data"],
+    threads: PARALLEL_THREADS  # draws split over processes (same cells for any number)
     script:
         "../workflow_scripts/uncertainty.py"
 
@@ -75,6 +81,9 @@ rule memclip_uncertainty:
         f"{LOGS}/memclip/uncertainty.log",
     benchmark:
         f"{BENCH}/memclip/uncertainty.tsv"
+    resources:
+        **RESOURCES["data"],
+    threads: PARALLEL_THREADS  # draws split over processes (same cells for any number)
     script:
         "../workflow_scripts/uncertainty.py"
 

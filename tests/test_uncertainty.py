@@ -47,6 +47,16 @@ def test_identical_predictions_differ_by_exactly_zero_in_every_draw():
     assert np.allclose(by["method=a"] + by["method=c"], 1.0)
 
 
+def test_draws_split_over_processes_give_the_same_cells_as_one_process():
+    rng = np.random.default_rng(2)
+    rows, entries = rows_and_entries({m: (rng.random(200) < q).astype(float) for m, q in [("a", .3), ("b", .6)]})
+    table = lambda parts: {"t": parts["r"].pivot_table(index="method", values="value").reset_index()}  # noqa: E731
+    one = U.bootstrap_cells(table, {"r": rows}, entries, 30, seed=5, labels={"t": ["method"]})
+    two = U.bootstrap_cells(table, {"r": rows}, entries, 30, seed=5, labels={"t": ["method"]}, processes=3)
+    assert one["value"].nunique() > 2
+    pd.testing.assert_frame_equal(one, two)
+
+
 def test_resampling_is_seeded_by_the_set_name_and_the_seed():
     a = U.resample_counts("tic/test/2014", 50, 5, seed=0)
     assert (a == U.resample_counts("tic/test/2014", 50, 5, seed=0)).all()

@@ -38,7 +38,8 @@ with logged(snakemake.log[0]):
         tables = make(parts)
         labels = claims.labels(tables)
         cells.append(table_cells(tables, labels).assign(seed=seed))
-        draws.append(bootstrap_cells(make, parts, entries, p.draws, p.seed, labels).assign(seed=seed))
+        draws.append(bootstrap_cells(make, parts, entries, p.draws, p.seed, labels,
+                                     processes=snakemake.threads).assign(seed=seed))
         print(f"seed {seed}: {len(cells[-1])} cells, {p.draws} draws over {entries['sample_set'].nunique()} test sets")
     cells, draws = pd.concat(cells, ignore_index=True), pd.concat(draws, ignore_index=True)
     cells.loc[:, [*CELL, "seed", "value"]].to_csv(snakemake.output.cells, index=False)

@@ -92,12 +92,14 @@ def table_cells(tables: Mapping[str, pd.DataFrame], labels: Mapping[str, Sequenc
 
 def bootstrap_cells(make_tables: Callable[[Mapping[str, pd.DataFrame]], Mapping[str, pd.DataFrame]],
                     parts: Mapping[str, pd.DataFrame], samples: pd.DataFrame, draws: int, seed: int,
-                    labels: Mapping[str, Sequence[str]]) -> pd.DataFrame:
+                    labels: Mapping[str, Sequence[str]], processes: int = 1) -> pd.DataFrame:
     """The cells of ``make_tables(parts)`` in every bootstrap draw: ``table, row, column, draw, value``.
 
     ``parts`` are the rows a study's table function reads (name -> rows: a study may keep its
     ablations' rows apart); ``make_tables`` is called once per draw on copies whose sample-based
-    values are that draw's. Rows without entries keep their value; entries of no row raise."""
+    values are that draw's. Rows without entries keep their value; entries of no row raise.
+    ``processes`` > 1 splits the draws over forked processes; every draw's values are fixed
+    before the split, so the result is the same for any number of processes."""
     values = resampled_values(samples, draws, seed)
     if values.attrs["empty"]:
         print(f"bootstrap: {values.attrs['empty']} of {values.size} (row, draw) pairs drew none of the row's "
@@ -110,17 +112,35 @@ def bootstrap_cells(make_tables: Callable[[Mapping[str, pd.DataFrame]], Mapping[
     if not found.all():
         raise ValueError(f"bootstrap: entries for {int((~found).sum())} rows that are not in the rows given, "
                          f"e.g. {values.index[~found][0]}")
-    out = []
-    for b in range(draws):
-        drawn = {}
-        for name, rows in parts.items():
-            rows = rows.copy()
-            at = where[name]
-            hit = at >= 0
-            rows.iloc[at[hit], rows.columns.get_loc("value")] = values[b].to_numpy()[hit]
-            drawn[name] = rows
-        out.append(table_cells(make_tables(drawn), labels).assign(draw=b))
+    global _DRAW_WORK
+    _DRAW_WORK = (make_tables, parts, where, values, labels)
+    try:
+        if processes > 1 and draws > 1:
+            import multiprocessing
+
+            with multiprocessing.get_context("fork").Pool(min(processes, draws)) as pool:
+                out = pool.map(_draw_cells, range(draws), chunksize=max(1, draws // (4 * processes)))
+        else:
+            out = [_draw_cells(b) for b in range(draws)]
+    finally:
+        _DRAW_WORK = None
     return pd.concat(out, ignore_index=True).loc[:, [*CELL, "draw", "value"]]
+
+
+_DRAW_WORK = None  # what _draw_cells reads: set by bootstrap_cells, inherited by its forked processes
+
+
+def _draw_cells(b: int) -> pd.DataFrame:
+    """The cells of draw ``b``: every part's rows with that draw's values, through the tables."""
+    make_tables, parts, where, values, labels = _DRAW_WORK
+    drawn = {}
+    for name, rows in parts.items():
+        rows = rows.copy()
+        at = where[name]
+        hit = at >= 0
+        rows.iloc[at[hit], rows.columns.get_loc("value")] = values[b].to_numpy()[hit]
+        drawn[name] = rows
+    return table_cells(make_tables(drawn), labels).assign(draw=b)
 
 
 def percentile_interval(draws, level: float = 0.95) -> tuple[float, float]:
