@@ -6,6 +6,7 @@ Every model is an open_clip model. The tiny configs in ``model_configs/`` are re
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import pickle
 import shutil
@@ -81,8 +82,15 @@ def create_model(name: str, pretrained: str | None = None, device: str | torch.d
         cfg = open_clip.factory.merge_preprocess_dict(open_clip.get_model_preprocess_cfg(model),
                                                       open_clip.get_pretrained_cfg(name, tag))
         open_clip.set_model_preprocess_cfg(model, cfg)
-    tokenizer = open_clip.get_tokenizer(name)
-    return model, preprocess_train, preprocess_val, tokenizer
+    return model, preprocess_train, preprocess_val, tokenizer_of(name)
+
+
+@functools.lru_cache(maxsize=None)
+def tokenizer_of(name: str):
+    """open_clip's tokenizer for model ``name``, built once per process: a job that creates a model per
+    grid point, session chain or memory size otherwise rebuilt the BPE tables each time (0.2 s). The
+    tokenizer keeps no state that changes its output (only a cache of words already split)."""
+    return import_open_clip(name).get_tokenizer(name)
 
 
 def check_finite_weights(state_dict: dict, where: str, action: str) -> None:
