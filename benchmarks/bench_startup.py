@@ -16,6 +16,9 @@ with ``--forceall``. ``noop`` imports nothing of this project; ``model`` does wh
 does before its first batch: the engine's imports and creating the default model. It reports each
 job's median wall seconds from its ``benchmark:`` file.
 
+``references``: ``import torch`` alone and open_clip as a model job imports it, timed the same way in
+the same run (a job's start-up is best read against them: the machine's speed varies).
+
 Prints one JSON object.
 """
 from __future__ import annotations
@@ -69,6 +72,20 @@ def time_imports(lines: list[str]) -> dict:
     if out.returncode != 0:
         raise RuntimeError(f"importing {lines} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+#: references timed in the same run, as the machine's speed varies from day to day: torch alone, and
+#: open_clip as every model job imports it (torch and torchvision included): the floor of a model job
+REFERENCES = {"torch": ["import torch"], "open_clip": _MODEL}
+
+
+def bench_references(repeats: int) -> dict:
+    """Median import seconds of each of ``REFERENCES`` (``repeats`` fresh processes each)."""
+    out = {}
+    for name, lines in REFERENCES.items():
+        runs = [time_imports(lines)["seconds"] for _ in range(repeats)]
+        out[name] = {"seconds": round(statistics.median(runs), 3), "runs": [round(r, 3) for r in runs]}
+    return out
 
 
 def bench_imports(repeats: int, only: list[str] | None) -> dict:
@@ -139,7 +156,7 @@ def main() -> None:
     parser.add_argument("--snakemake-repeats", type=int, default=3)
     parser.add_argument("--only", nargs="*", help="entry points to time (file names); default: all")
     args = parser.parse_args()
-    result = {"imports": bench_imports(args.repeats, args.only)}
+    result = {"references": bench_references(args.repeats), "imports": bench_imports(args.repeats, args.only)}
     if args.snakemake_repeats:
         result["snakemake"] = bench_snakemake(args.snakemake_repeats)
     print(json.dumps(result, indent=2))
