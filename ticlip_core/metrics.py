@@ -363,15 +363,15 @@ def summarize_method(
     if stat:
         S = static_scores(mine, method, steps, stat, metrics={t: metric_of(t) for t in stat})
         by_step = S.mean(axis=1).rename("static_avg")
-        metrics = dict(S.attrs["metrics"])
+        static_metrics = dict(S.attrs["metrics"])
     else:
         by_step = pd.Series(np.nan, index=steps, name="static_avg")
-        metrics = {}
+        static_metrics = {}
     return MethodSummary(
         method=str(method),
         steps=tuple(steps),
         dynamic=dynamic,
-        static_metrics=metrics,
+        static_metrics=static_metrics,
         static_avg=float(by_step.iloc[-1]),
         static_avg_by_step=by_step,
     )
